@@ -1,0 +1,23 @@
+"""What a chapter's code cell calls: pure torch, no Sphinx, no docutils."""
+
+from chapters_support.checks.core import (
+    CheckInputError,
+    TautologyError,
+    ToleranceError,
+    check_close,
+    check_gradient,
+    check_statistic,
+)
+from chapters_support.checks.device import device
+from chapters_support.result import CheckResult
+
+__all__ = [
+    "CheckInputError",
+    "CheckResult",
+    "TautologyError",
+    "ToleranceError",
+    "check_close",
+    "check_gradient",
+    "check_statistic",
+    "device",
+]
