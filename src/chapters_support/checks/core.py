@@ -205,8 +205,9 @@ def _compare(
     if ratio > 1.0:
         worst = int(ratio_t.argmax())
         index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), d.shape)) if d.dim() else ()
+        at = f"at index {list(index)} " if index else ""
         item["problem"] = (
-            f"at index {list(index)} derived {float(d.reshape(-1)[worst]):.10g} vs "
+            f"{at}derived {float(d.reshape(-1)[worst]):.10g} vs "
             f"reference {float(r.reshape(-1)[worst]):.10g}"
         )
     return item

@@ -41,7 +41,19 @@ def device(*, announce: bool = True) -> torch.device:
 def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return platform.processor() or platform.machine() or "CPU"
+    return _cpu_model() or platform.processor() or platform.machine() or "CPU"
+
+
+@lru_cache(maxsize=1)
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def describe(dev: torch.device) -> str:

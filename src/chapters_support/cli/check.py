@@ -1,0 +1,153 @@
+"""``chapters check``: execute chapters through the book's cache and report every derivation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from chapters_support.book import Book, BookError
+from chapters_support.result import FAIL, PASS, format_seconds, results_from_outputs
+from chapters_support.verdict import ChapterData, assess, describe_failure, totals
+
+_STYLE = {PASS: "bold green", FAIL: "bold red", "unverified": "bold yellow"}
+
+
+def load_chapters(book: Book, names: tuple[str, ...]) -> list[Any]:
+    from myst_nb.core.config import NbParserConfig
+    from myst_parser.config.main import MdParserConfig
+
+    from chapters_support.execution import read_chapter
+
+    docnames = [book.resolve(n) for n in names] if names else book.docnames()
+    md_config = MdParserConfig(enable_extensions=set(book.myst_extensions()))
+    nb_config = NbParserConfig(execution_timeout=int(book.timeout) if book.timeout else -1)
+    chapters = []
+    for docname in docnames:
+        source = book.source(docname)
+        if source is None:
+            raise BookError(f"{docname}: listed in _toc.yml but no {docname}.md or .ipynb exists")
+        chapter = read_chapter(source, docname, md_config, nb_config)
+        if chapter is not None:
+            chapters.append(chapter)
+    return chapters
+
+
+def run_chapters(
+    book: Book,
+    chapters: list[Any],
+    *,
+    cache: Path,
+    jobs: int | None,
+    force: bool,
+    require_cache: bool,
+    console: Console,
+) -> Any:
+    """Execute what is not cached, with a progress bar; returns the ExecutionReport."""
+    from chapters_support.execution import execute, plan
+
+    todo, _ = plan(chapters, cache, force=force)
+    with Progress(
+        TextColumn("[bold]executing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not todo,
+    ) as progress:
+        task = progress.add_task("", total=len(todo))
+
+        def started(chapter: Any, reason: str) -> None:
+            console.print(f"executing [bold]{chapter.docname}[/] ({reason})")
+
+        def done(outcome: Any) -> None:
+            progress.update(task, advance=1, description=outcome.chapter.docname)
+            if not outcome.succeeded:
+                console.print(f"[red]{outcome.chapter.docname} failed:[/] "
+                            f"{describe_failure(outcome.failure.to_json())}")
+
+        return execute(
+            chapters, cache, jobs=jobs, force=force, require_cache=require_cache,
+            on_start=started, on_done=done,
+        )
+
+
+def chapter_data(book: Book, chapters: list[Any], report: Any, cache: Path) -> list[ChapterData]:
+    from chapters_support.derivations import find_derivations
+    from chapters_support.execution import cached_notebook
+
+    executed = {o.chapter.docname: o for o in report.executed}
+    out = []
+    for chapter in chapters:
+        outcome = executed.get(chapter.docname)
+        notebook = outcome.notebook if outcome is not None else cached_notebook(cache, chapter)
+        outputs = [o for cell in (notebook.cells if notebook else []) if cell.cell_type == "code"
+                   for o in cell.get("outputs", [])]
+        out.append(
+            ChapterData(
+                chapter=chapter.docname,
+                source=chapter.path.relative_to(book.root).as_posix(),
+                title=chapter.docname,
+                derivations=find_derivations(chapter.path, book.myst_extensions()),
+                results=[r.to_json() for r in results_from_outputs(outputs)],
+                failure=outcome.failure.to_json() if outcome and outcome.failure else None,
+                seconds=outcome.seconds if outcome else None,
+            )
+        )
+    return out
+
+
+@click.command("check")
+@click.argument("chapters", nargs=-1)
+@click.option("--book", "book_dir", default="book", show_default=True, help="The book's folder.")
+@click.option("--cache", type=click.Path(path_type=Path), help="jupyter-cache folder [default: the book's].")
+@click.option("-j", "--jobs", type=int, default=None, help="Kernels at once [default: one per core].")
+@click.option("--force", is_flag=True, help="Re-execute even chapters whose code is cached.")
+@click.option("--require-cache", is_flag=True, envvar="CHAPTERS_REQUIRE_CACHE",
+              help="Fail instead of executing a chapter that is not cached.")
+def command(chapters: tuple[str, ...], book_dir: str, cache: Path | None, jobs: int | None,
+            force: bool, require_cache: bool) -> None:
+    """Execute CHAPTERS (default: every chapter of the book) and check every derivation.
+
+    Exits 1 when a derivation FAILs, is UNVERIFIED, or a chapter does not execute.
+    """
+    from chapters_support.execution import RequireCacheError
+
+    console = Console(highlight=False)
+    try:
+        book = Book.load(book_dir)
+        selected = load_chapters(book, chapters)
+        cache_path = cache.resolve() if cache else book.cache_path
+        report = run_chapters(book, selected, cache=cache_path, jobs=jobs, force=force,
+                              require_cache=require_cache, console=console)
+    except (BookError, RequireCacheError) as error:
+        raise click.ClickException(str(error)) from None
+    data = chapter_data(book, selected, report, cache_path)
+    rows, problems = assess(data)
+
+    table = Table(title="Derivations", title_justify="left")
+    for column in ("Chapter", "Derivation", "Status", "Error / tolerance", "Seconds"):
+        table.add_column(column, justify="right" if column in {"Seconds", "Error / tolerance"} else "left")
+    for row in rows:
+        ratio = f"{row['ratio']:.2g}" if row.get("ratio") is not None else "–"
+        seconds = format_seconds(row["seconds"]) if row.get("seconds") is not None else "–"
+        table.add_row(row["source"], row["label"], f"[{_STYLE[row['status']]}]{row['status'].upper()}[/]",
+                      ratio, seconds)
+    console.print(table)
+    count = totals(rows)
+    console.print(
+        f"{count['total']} derivations: [green]{count[PASS]} pass[/], [red]{count[FAIL]} fail[/], "
+        f"[yellow]{count['unverified']} unverified[/]; executed {len(report.executed)} chapter(s), "
+        f"{len(report.cached)} from the cache"
+    )
+    if problems:
+        console.print(f"[bold red]{len(problems)} problem(s):[/]")
+        for problem in problems:
+            console.print(f"  {problem}", markup=False)
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,274 @@
+"""Execute chapters into the jupyter-cache the book reads: in parallel, one kernel each.
+
+Kernels run in worker processes; only this (parent) process writes to the cache, so
+parallel execution never meets SQLite's "database is locked". A chapter that fails is
+reported with its cell and source line and is not cached; the others are cached at once,
+so nothing that succeeded is lost.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from chapters_support.execution.notebooks import (
+    DEFAULT_EXECUTION_SECONDS,
+    Chapter,
+    merge_outputs,
+)
+
+REQUIRE_CACHE_ENV = "CHAPTERS_REQUIRE_CACHE"
+
+
+class RequireCacheError(RuntimeError):
+    """Require-cache mode, and some chapters would have to execute."""
+
+    def __init__(self, missing: Sequence[tuple[Chapter, str]]) -> None:
+        names = ", ".join(f"{c.docname} ({why})" for c, why in missing)
+        super().__init__(
+            f"require-cache mode ({REQUIRE_CACHE_ENV}=1 or --require-cache): "
+            f"{len(missing)} chapter(s) are not in the cache and would execute: {names}"
+        )
+        self.missing = [c.docname for c, _ in missing]
+
+
+def require_cache_from_env() -> bool:
+    return os.environ.get(REQUIRE_CACHE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Failure:
+    """Why a chapter did not execute to the end."""
+
+    kind: str  # cell_error | timeout | dead_kernel | error
+    message: str
+    cell_index: int | None = None
+    line: int | None = None
+    ename: str | None = None
+    evalue: str | None = None
+    traceback: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Outcome:
+    chapter: Chapter
+    reason: str  # why it executed: cache miss reason, or "forced"
+    seconds: float
+    notebook: Any = None  # the executed notebook merged into the source, when it succeeded
+    failure: Failure | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.failure is None
+
+
+@dataclass
+class ExecutionReport:
+    executed: list[Outcome] = field(default_factory=list)
+    cached: list[Chapter] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    jobs: int = 1
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.executed if not o.succeeded]
+
+
+def _cache(path: str | Path) -> Any:
+    from jupyter_cache import get_cache
+
+    return get_cache(str(path))
+
+
+def miss_reason(cache: Any, chapter: Chapter) -> str | None:
+    """None when the chapter's code is in the cache; else a sentence saying why not."""
+    try:
+        cache.match_cache_notebook(chapter.notebook)
+        return None
+    except KeyError:
+        pass
+    earlier = [r for r in cache.list_cache_records() if r.uri == str(chapter.path)]
+    if earlier:
+        return "code changed since the cached run"
+    return "not in the cache yet"
+
+
+def recorded_seconds(cache: Any) -> dict[str, float]:
+    """The last recorded execution time of every chapter path in the cache."""
+    seconds: dict[str, float] = {}
+    for record in sorted(cache.list_cache_records(), key=lambda r: r.created):
+        value = (record.data or {}).get("execution_seconds")
+        if value is not None:
+            seconds[record.uri] = float(value)
+    return seconds
+
+
+def _execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one notebook in its own kernel (in a worker process)."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    notebook = nbformat.reads(payload["notebook"], as_version=4)
+    state: dict[str, Any] = {"cell": None}
+
+    def on_cell_start(cell: Any, cell_index: int) -> None:
+        state["cell"] = cell_index
+
+    client = NotebookClient(
+        notebook,
+        timeout=payload["timeout"],
+        kernel_name=payload["kernel_name"],
+        allow_errors=False,
+        record_timing=False,  # cell metadata is part of the cache key
+        resources={"metadata": {"path": payload["cwd"]}},
+        on_cell_start=on_cell_start,
+    )
+    start = time.perf_counter()
+    failure: dict[str, Any] | None = None
+    try:
+        # kernel chatter (transport warnings, teardown tracebacks) is not the reader's business;
+        # what went wrong reaches us through nbclient's exceptions
+        client.execute(stderr=subprocess.DEVNULL)
+    except CellTimeoutError as exc:
+        failure = {
+            "kind": "timeout",
+            "message": f"it ran longer than the {payload['timeout']:g} s timeout",
+            "traceback": str(exc),
+        }
+    except DeadKernelError as exc:
+        failure = {
+            "kind": "dead_kernel",
+            "message": "killed by a signal (for example by the out-of-memory killer)",
+            "traceback": str(exc),
+        }
+    except CellExecutionError as exc:
+        failure = {
+            "kind": "cell_error",
+            "message": f"{exc.ename}: {exc.evalue}",
+            "ename": exc.ename,
+            "evalue": exc.evalue,
+            "traceback": str(exc),
+        }
+    except Exception as exc:  # kernel failed to start, bad kernelspec, ...
+        failure = {"kind": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": ""}
+    seconds = time.perf_counter() - start
+    if failure is not None:
+        failure["cell_index"] = state["cell"]
+    return {
+        "notebook": nbformat.writes(notebook),
+        "seconds": seconds,
+        "failure": failure,
+    }
+
+
+def plan(
+    chapters: Iterable[Chapter], cache_path: str | Path, *, force: bool = False
+) -> tuple[list[tuple[Chapter, str]], list[Chapter]]:
+    """Split chapters into (to execute, with why) and (already cached)."""
+    cache = _cache(cache_path)
+    todo: list[tuple[Chapter, str]] = []
+    hits: list[Chapter] = []
+    for chapter in chapters:
+        reason = "forced re-execution" if force else miss_reason(cache, chapter)
+        if reason is None:
+            hits.append(chapter)
+        else:
+            todo.append((chapter, reason))
+    return todo, hits
+
+
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def execute(
+    chapters: Iterable[Chapter],
+    cache_path: str | Path,
+    *,
+    jobs: int | None = None,
+    force: bool = False,
+    require_cache: bool = False,
+    on_start: Callable[[Chapter, str], None] | None = None,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> ExecutionReport:
+    """Execute every chapter whose code is not cached, longest first, ``jobs`` at a time."""
+    started = time.perf_counter()
+    todo, hits = plan(chapters, cache_path, force=force)
+    report = ExecutionReport(cached=hits, jobs=jobs or default_jobs())
+    if not todo:
+        return report
+    if require_cache:
+        raise RequireCacheError(todo)
+    cache = _cache(cache_path)
+    durations = recorded_seconds(cache)
+    # longest first, so a long chapter does not start last (dynamic balancing by the pool)
+    todo.sort(key=lambda item: -durations.get(str(item[0].path), DEFAULT_EXECUTION_SECONDS))
+    workers = max(1, min(report.jobs, len(todo)))
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {}
+        for chapter, reason in todo:
+            if on_start is not None:
+                on_start(chapter, reason)
+            payload = {
+                "notebook": nbformat.writes(chapter.notebook),
+                "timeout": chapter.timeout if chapter.timeout is not None else -1,
+                "kernel_name": chapter.kernel_name,
+                "cwd": str(chapter.path.parent),
+            }
+            futures[pool.submit(_execute_payload, payload)] = (chapter, reason)
+        for future in cf.as_completed(futures):
+            chapter, reason = futures[future]
+            outcome = _collect(cache, chapter, reason, future)
+            report.executed.append(outcome)
+            if on_done is not None:
+                on_done(outcome)
+    report.wall_seconds = time.perf_counter() - started
+    return report
+
+
+def _collect(cache: Any, chapter: Chapter, reason: str, future: cf.Future) -> Outcome:
+    from jupyter_cache.base import CacheBundleIn
+
+    try:
+        raw = future.result()
+    except Exception as exc:  # the worker process itself died
+        failure = Failure(kind="dead_kernel", message=f"the execution worker died: {exc}")
+        return Outcome(chapter, reason, 0.0, failure=failure)
+    executed = nbformat.reads(raw["notebook"], as_version=4)
+    merged = merge_outputs(chapter.notebook, executed)
+    if raw["failure"] is not None:
+        failure = Failure(**raw["failure"])
+        failure.line = chapter.line_of_cell(failure.cell_index)
+        return Outcome(chapter, reason, raw["seconds"], notebook=merged, failure=failure)
+    cache.cache_notebook_bundle(
+        CacheBundleIn(merged, str(chapter.path), data={"execution_seconds": raw["seconds"]}),
+        check_validity=False,
+        overwrite=True,
+    )
+    return Outcome(chapter, reason, raw["seconds"], notebook=merged)
+
+
+def cached_notebook(cache_path: str | Path, chapter: Chapter) -> Any | None:
+    """The chapter merged with its cached outputs, or None when it is not cached."""
+    cache = _cache(cache_path)
+    try:
+        _, notebook = cache.merge_match_into_notebook(chapter.notebook)
+    except KeyError:
+        return None
+    return notebook

@@ -1,0 +1,123 @@
+"""Per-document data in the environment, as plain dicts (parallel- and incremental-safe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.environment.collectors import EnvironmentCollector
+
+from chapters_support.sphinx_ext.nodes import (
+    CheckResultNode,
+    DerivationNode,
+    DerivationStatusNode,
+    ExecutionFailureNode,
+)
+from chapters_support.verdict import ChapterData
+
+_ATTRS = ("chapters_derivations", "chapters_results", "chapters_failures")
+
+
+def ensure_env(env: BuildEnvironment) -> None:
+    for attr in _ATTRS:
+        if not hasattr(env, attr):
+            setattr(env, attr, {})
+    if not hasattr(env, "chapters_status_docs"):
+        env.chapters_status_docs = set()
+
+
+class ChecksCollector(EnvironmentCollector):
+    """Collects derivations, check results and execution failures of each document."""
+
+    def clear_doc(self, app: Sphinx, env: BuildEnvironment, docname: str) -> None:
+        ensure_env(env)
+        for attr in _ATTRS:
+            getattr(env, attr).pop(docname, None)
+        env.chapters_status_docs.discard(docname)
+
+    def merge_other(
+        self, app: Sphinx, env: BuildEnvironment, docnames: set[str], other: BuildEnvironment
+    ) -> None:
+        ensure_env(env)
+        ensure_env(other)
+        for attr in _ATTRS:
+            mine, theirs = getattr(env, attr), getattr(other, attr)
+            for docname in docnames:
+                if docname in theirs:
+                    mine[docname] = theirs[docname]
+        env.chapters_status_docs |= other.chapters_status_docs & docnames
+
+    def process_doc(self, app: Sphinx, doctree: nodes.document) -> None:
+        env = app.env
+        ensure_env(env)
+        docname = env.docname
+        derivations = [
+            {
+                "label": node["label"],
+                "title": node["title"],
+                "number": node["number"],
+                "anchor": node["anchor"],
+                "line": node.line,
+            }
+            for node in doctree.findall(DerivationNode)
+        ]
+        results = [dict(node["result"]) for node in doctree.findall(CheckResultNode)]
+        failures = [dict(node["failure"]) for node in doctree.findall(ExecutionFailureNode)]
+        if derivations:
+            env.chapters_derivations[docname] = derivations
+        if results:
+            env.chapters_results[docname] = results
+        if failures:
+            env.chapters_failures[docname] = failures[0]
+        if any(True for _ in doctree.findall(DerivationStatusNode)):
+            env.chapters_status_docs.add(docname)
+
+
+def book_chapters(env: BuildEnvironment) -> list[ChapterData]:
+    """Every document with derivations, checks or a failure, in the book's reading order."""
+    ensure_env(env)
+    involved = set(env.chapters_derivations) | set(env.chapters_results) | set(env.chapters_failures)
+    order = _reading_order(env)
+    ranked = sorted(involved, key=lambda d: (order.get(d, len(order)), d))
+    chapters = []
+    for docname in ranked:
+        exec_data = (getattr(env, "nb_metadata", {}).get(docname) or {}).get("exec_data") or {}
+        title = env.titles.get(docname)
+        chapters.append(
+            ChapterData(
+                chapter=docname,
+                source=Path(env.doc2path(docname, False)).as_posix(),
+                title=title.astext() if title is not None else docname,
+                derivations=env.chapters_derivations.get(docname, []),
+                results=env.chapters_results.get(docname, []),
+                failure=env.chapters_failures.get(docname),
+                seconds=exec_data.get("runtime"),
+            )
+        )
+    return chapters
+
+
+def _reading_order(env: BuildEnvironment) -> dict[str, int]:
+    """Documents in table-of-contents order (depth first from the root document)."""
+    order: dict[str, int] = {}
+
+    def visit(docname: str) -> None:
+        if docname in order:
+            return
+        order[docname] = len(order)
+        for child in env.toctree_includes.get(docname, []):
+            visit(child)
+
+    visit(env.config.root_doc)
+    return order
+
+
+def check_anchor(doctree: nodes.document, label: str) -> str | None:
+    """The id of the first check output with this label in a document."""
+    for node in doctree.findall(CheckResultNode):
+        if node.get("label") == label and node["ids"]:
+            return node["ids"][0]
+    return None

@@ -1,0 +1,66 @@
+"""Every option of the extension, declared once (as MyST-NB's core/config.py does)."""
+
+from __future__ import annotations
+
+import dataclasses as dc
+from typing import Any
+
+
+@dc.dataclass(frozen=True)
+class ChaptersConfig:
+    strict: bool = dc.field(
+        default=True,
+        metadata={
+            "help": "Fail the build on a FAIL or UNVERIFIED derivation, an orphan check, a "
+            "duplicate label or a chapter that does not execute; False turns these into "
+            "warnings (for drafting).",
+            "rebuild": "",
+        },
+    )
+    execute: bool = dc.field(
+        default=True,
+        metadata={
+            "help": "Execute cache-missing chapters in parallel before Sphinx reads them "
+            "(into MyST-NB's jupyter-cache). Off when nb_execution_mode is 'off'.",
+            "rebuild": "",
+        },
+    )
+    jobs: int = dc.field(
+        default=0,
+        metadata={"help": "Kernels to run at once; 0 means one per available core.", "rebuild": ""},
+    )
+    require_cache: bool = dc.field(
+        default=False,
+        metadata={
+            "help": "Fail if any chapter would have to execute (publish jobs); also set by "
+            "the environment variable CHAPTERS_REQUIRE_CACHE=1.",
+            "rebuild": "",
+        },
+    )
+    tolerance_ceiling: dict = dc.field(
+        default_factory=dict,
+        metadata={
+            "help": "Per dtype {rtol, atol}: a check looser than this needs reason=. Read by "
+            "the checks in the kernel from _config.yml (sphinx.config).",
+            "rebuild": "",
+        },
+    )
+    confidence_ceiling: float = dc.field(
+        default=0.9999,
+        metadata={"help": "Highest confidence a statistical check may use without reason=.", "rebuild": ""},
+    )
+    status_json: str = dc.field(
+        default="derivations.json",
+        metadata={"help": "File name of the machine-readable report in the HTML output.", "rebuild": ""},
+    )
+
+
+def register(app: Any) -> None:
+    for f in dc.fields(ChaptersConfig):
+        default = f.default_factory() if f.default_factory is not dc.MISSING else f.default
+        app.add_config_value(f"chapters_{f.name}", default, f.metadata["rebuild"])
+
+
+def get(app: Any) -> ChaptersConfig:
+    values = {f.name: getattr(app.config, f"chapters_{f.name}") for f in dc.fields(ChaptersConfig)}
+    return ChaptersConfig(**values)

@@ -1,0 +1,65 @@
+"""``{derivation}`` and ``{derivation-status}``."""
+
+from __future__ import annotations
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from sphinx.util.docutils import SphinxDirective
+
+from chapters_support.sphinx_ext.nodes import (
+    DerivationNode,
+    DerivationStatusNode,
+    DerivationTitleNode,
+)
+
+_COUNTER = "chapters_derivation_count"
+
+
+class DerivationDirective(SphinxDirective):
+    """A numbered, linkable derivation whose badge comes from the check with its label."""
+
+    optional_arguments = 1
+    final_argument_whitespace = True
+    has_content = True
+    option_spec = {
+        "label": directives.unchanged_required,
+        "class": directives.class_option,
+    }
+
+    def run(self) -> list[nodes.Node]:
+        label = (self.options.get("label") or "").strip()
+        title = (self.arguments[0] if self.arguments else "").strip()
+        number = self.env.temp_data.get(_COUNTER, 0) + 1
+        self.env.temp_data[_COUNTER] = number
+        node = DerivationNode(
+            label=label, title=title, number=number, classes=self.options.get("class", [])
+        )
+        self.set_source_info(node)
+        anchor = nodes.make_id(label) if label else f"derivation-{number}"
+        node["ids"].append(anchor)
+        node["anchor"] = anchor
+        caption = DerivationTitleNode()
+        caption += nodes.strong(text=f"Derivation {number}")
+        if title:
+            caption += nodes.Text(" (")
+            parsed, messages = self.state.inline_text(title, self.lineno)
+            caption.extend(parsed)
+            caption += nodes.Text(")")
+            node.extend(messages)
+        node += caption
+        self.state.nested_parse(self.content, self.content_offset, node)
+        if label:
+            std = self.env.get_domain("std")
+            std.note_hyperlink_target(label, self.env.docname, anchor, title or f"Derivation {number}")
+        return [node]
+
+
+class DerivationStatusDirective(SphinxDirective):
+    """The book-wide table of every derivation; filled in after all chapters are read."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        node = DerivationStatusNode()
+        self.set_source_info(node)
+        return [node]

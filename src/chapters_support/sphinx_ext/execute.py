@@ -1,0 +1,127 @@
+"""Execute every cache-missing chapter, in parallel, before Sphinx reads them.
+
+Jupyter Book 1 executes notebooks one by one while reading, and a failing or killed
+notebook there is only a warning (or aborts the build). Here the extension runs the
+chapters Sphinx is about to read in parallel kernels into MyST-NB's own jupyter-cache;
+MyST-NB then finds every successful chapter cached and executes nothing. A chapter that
+failed is excluded from MyST-NB's execution (it would only fail again) and carries an
+:class:`ExecutionFailureNode` that names the cell, so the build can fail and say where.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.errors import SphinxError
+from sphinx.util import logging
+from sphinx.util.console import bold  # type: ignore[attr-defined]
+
+from chapters_support.sphinx_ext import config
+from chapters_support.sphinx_ext.nodes import CheckResultNode, ExecutionFailureNode
+from chapters_support.verdict import describe_failure, strip_ansi
+
+logger = logging.getLogger(__name__)
+
+
+class ChaptersBuildError(SphinxError):
+    category = "Derive & Verify"
+
+
+def _excluded(path: Path, patterns: list[str]) -> bool:
+    posix = PurePosixPath(path.as_posix())
+    return any(posix.match(pattern) for pattern in patterns)
+
+
+def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
+    from chapters_support.execution import (
+        RequireCacheError,
+        execute,
+        read_chapter,
+        require_cache_from_env,
+    )
+    from chapters_support.execution.notebooks import has_code
+
+    app.chapters_failures = {}
+    cfg = config.get(app)
+    nb_config = env.mystnb_config
+    if nb_config.execution_mode == "off" or not cfg.execute:
+        return
+    chapters = []
+    for docname in sorted(docnames):
+        path = Path(env.doc2path(docname))
+        if path.suffix not in {".md", ".ipynb"} or _excluded(path, list(nb_config.execution_excludepatterns)):
+            continue
+        chapter = read_chapter(path, docname, env.myst_config, nb_config)
+        if chapter is not None and has_code(chapter):
+            chapters.append(chapter)
+    if not chapters:
+        return
+
+    def started(chapter: Any, reason: str) -> None:
+        logger.info(bold("chapters: ") + f"executing {chapter.docname} ({reason})")
+
+    def finished(outcome: Any) -> None:
+        if outcome.succeeded:
+            logger.info(bold("chapters: ") + f"{outcome.chapter.docname} executed in {outcome.seconds:.1f} s")
+        else:
+            logger.info(bold("chapters: ") + f"{outcome.chapter.docname} FAILED: "
+                        + describe_failure(outcome.failure.to_json()))
+
+    try:
+        report = execute(
+            chapters,
+            nb_config.execution_cache_path,
+            jobs=cfg.jobs or None,
+            force=nb_config.execution_mode == "force",
+            require_cache=cfg.require_cache or require_cache_from_env(),
+            on_start=started,
+            on_done=finished,
+        )
+    except RequireCacheError as error:
+        raise ChaptersBuildError(str(error)) from None
+    if report.executed:
+        logger.info(
+            bold("chapters: ")
+            + f"executed {len(report.executed)} chapter(s) with {min(report.jobs, len(report.executed))} "
+            f"kernel(s) in parallel in {report.wall_seconds:.1f} s; {len(report.cached)} from the cache"
+        )
+    else:
+        logger.info(bold("chapters: ") + f"all {len(report.cached)} chapter(s) from the cache; nothing executed")
+    app.chapters_report = report
+    app.chapters_failures = {o.chapter.docname: o.failure.to_json() for o in report.failures}
+    excluded = [PurePosixPath(o.chapter.path.as_posix()).as_posix() for o in report.failures]
+    # MyST-NB only reads from the cache now: failed chapters are not run a second time.
+    env.mystnb_config = nb_config.copy(
+        execution_mode="cache",
+        execution_excludepatterns=[*nb_config.execution_excludepatterns, *excluded],
+    )
+
+
+def prepare_doctree(app: Sphinx, doctree: nodes.document) -> None:
+    """Runs before the collector: give check outputs ids, show an execution failure."""
+    seen: dict[str, int] = {}
+    for node in doctree.findall(CheckResultNode):
+        label = node.get("label", "")
+        seen[label] = seen.get(label, 0) + 1
+        suffix = "" if seen[label] == 1 else f"-{seen[label]}"
+        node["ids"] = [nodes.make_id(f"check-{label}{suffix}")]
+
+    failure = getattr(app, "chapters_failures", {}).get(app.env.docname)
+    if not failure:
+        return
+    box = ExecutionFailureNode(failure=failure)
+    box += nodes.title(text="This chapter did not execute to the end")
+    box += nodes.paragraph(text=describe_failure(failure))
+    if failure.get("traceback"):
+        box += nodes.literal_block(text=strip_ansi(failure["traceback"]))
+    # after the chapter title, so the reader sees it first
+    section = next(iter(doctree.findall(nodes.section)), None)
+    if section is not None:
+        title_index = 1 if section.children and isinstance(section[0], nodes.title) else 0
+        section.insert(title_index, box)
+    else:
+        doctree.insert(0, box)

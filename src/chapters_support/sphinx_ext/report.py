@@ -1,0 +1,81 @@
+"""derivations.json, and the verdict that fails (or warns about) the build."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.util import logging
+
+from chapters_support import __version__
+from chapters_support.sphinx_ext import config
+from chapters_support.sphinx_ext.execute import ChaptersBuildError
+from chapters_support.sphinx_ext.transforms import assessment
+from chapters_support.verdict import environments, totals
+
+logger = logging.getLogger(__name__)
+
+
+def status_docs_to_rewrite(app: Sphinx, env: Any) -> list[str]:
+    """``env-updated``: the status page depends on every chapter, so rewrite it each build."""
+    return sorted(getattr(env, "chapters_status_docs", set()))
+
+
+def report_data(app: Sphinx) -> dict[str, Any]:
+    data = assessment(app)
+    rows = []
+    for row in data["rows"]:
+        anchor = next(
+            (d["anchor"] for c in data["chapters"] if c.chapter == row["chapter"]
+             for d in c.derivations if d["label"] == row["label"]),
+            None,
+        )
+        url = app.builder.get_target_uri(row["chapter"]) + (f"#{anchor}" if anchor else "")
+        rows.append({**row, "url": url})
+    return {
+        "generator": f"chapters-support {__version__}",
+        "project": app.config.project,
+        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "totals": totals(data["rows"]),
+        "environments": environments(data["chapters"]),
+        "chapters": [
+            {
+                "chapter": c.chapter,
+                "title": c.title,
+                "source": c.source,
+                "execution_seconds": c.seconds,
+                "failure": c.failure,
+                "derivations": len(c.derivations),
+            }
+            for c in data["chapters"]
+        ],
+        "derivations": rows,
+        "problems": [p.__dict__ for p in data["problems"]],
+    }
+
+
+def finish(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None:
+        return
+    cfg = config.get(app)
+    if app.builder.format == "html":
+        out = Path(app.outdir) / cfg.status_json
+        out.write_text(json.dumps(report_data(app), indent=2, default=str) + "\n", encoding="utf-8")
+    problems = assessment(app)["problems"]
+    if not problems:
+        count = totals(assessment(app)["rows"])
+        logger.info(f"chapters: all {count['total']} derivations verified (PASS)")
+        return
+    if not cfg.strict:
+        for problem in problems:
+            location = (problem.chapter, problem.line) if problem.line else problem.chapter
+            logger.warning(problem.message, type="chapters", subtype=problem.kind, location=location)
+        return
+    listing = "\n".join(f"  - {problem}" for problem in problems)
+    raise ChaptersBuildError(
+        f"{len(problems)} problem(s) with the book's derivations "
+        f"(set chapters_strict: false to only warn while drafting):\n{listing}"
+    )

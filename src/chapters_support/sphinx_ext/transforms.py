@@ -1,0 +1,193 @@
+"""Post-transforms: badges beside derivations, and the status table.
+
+Priorities (lower runs first), as sphinx-exercise documents its own:
+  5  CheckBadgePostTransform  - needs every chapter read; runs per written document
+  8  StatusTablePostTransform - builds pending_xref links, so before ReferencesResolver (10)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docutils import nodes
+from sphinx import addnodes
+from sphinx.application import Sphinx
+from sphinx.transforms.post_transforms import SphinxPostTransform
+
+from chapters_support.result import FAIL, PASS, UNVERIFIED, format_seconds
+from chapters_support.sphinx_ext.collector import book_chapters, check_anchor
+from chapters_support.sphinx_ext.nodes import (
+    DerivationBadgeNode,
+    DerivationNode,
+    DerivationStatusNode,
+    DerivationTitleNode,
+)
+from chapters_support.verdict import (
+    assess,
+    badge_text,
+    environments,
+    error_summary,
+    totals,
+)
+
+
+def assessment(app: Sphinx) -> dict[str, Any]:
+    """The book-wide verdict, computed once per build after reading (see setup)."""
+    cached = getattr(app, "chapters_assessment", None)
+    if cached is None:
+        chapters = book_chapters(app.env)
+        rows, problems = assess(chapters)
+        cached = {"chapters": chapters, "rows": rows, "problems": problems}
+        app.chapters_assessment = cached
+    return cached
+
+
+def reset_assessment(app: Sphinx, env: Any) -> None:
+    app.chapters_assessment = None
+
+
+class CheckBadgePostTransform(SphinxPostTransform):
+    default_priority = 5
+
+    def run(self, **kwargs: Any) -> None:
+        rows = {
+            (row["chapter"], row["label"]): row for row in assessment(self.app)["rows"]
+        }
+        for node in self.document.findall(DerivationNode):
+            row = rows.get((self.env.docname, node["label"]))
+            if row is None:
+                continue
+            badge = DerivationBadgeNode(
+                status=row["status"],
+                text=badge_text(row),
+                tooltip=row.get("message", ""),
+            )
+            anchor = check_anchor(self.document, node["label"])
+            if anchor:
+                badge["refid"] = anchor
+            for caption in node.findall(DerivationTitleNode):
+                caption += badge
+                break
+
+
+def _xref(docname: str, target: str, text: str, reftype: str) -> nodes.Node:
+    ref = addnodes.pending_xref(
+        "", refdomain="std", reftype=reftype, reftarget=target, refexplicit=True,
+        refdoc=docname, refwarn=True,
+    )
+    ref += nodes.inline(text=text)
+    return ref
+
+
+def _table(header: list[str], body: list[list[nodes.Node | str]], classes: list[str]) -> nodes.table:
+    table = nodes.table(classes=classes)
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    for _ in header:
+        group += nodes.colspec(colwidth=1)
+    thead = nodes.thead()
+    group += thead
+    thead += _tr(header)
+    tbody = nodes.tbody()
+    group += tbody
+    for cells in body:
+        tbody += _tr(cells)
+    return table
+
+
+def _tr(cells: list[nodes.Node | str]) -> nodes.row:
+    row = nodes.row()
+    for cell in cells:
+        entry = nodes.entry()
+        entry += nodes.paragraph("", "", cell if isinstance(cell, nodes.Node) else nodes.Text(cell))
+        row += entry
+    return row
+
+
+class StatusTablePostTransform(SphinxPostTransform):
+    default_priority = 8
+
+    def run(self, **kwargs: Any) -> None:
+        placeholders = list(self.document.findall(DerivationStatusNode))
+        if not placeholders:
+            return
+        data = assessment(self.app)
+        for placeholder in placeholders:
+            placeholder.replace_self(self.build(data))
+
+    def build(self, data: dict[str, Any]) -> list[nodes.Node]:
+        docname = self.env.docname
+        rows, chapters, problems = data["rows"], data["chapters"], data["problems"]
+        count = totals(rows)
+        summary = nodes.paragraph(classes=["chapters-status-summary"])
+        summary += nodes.strong(text=f"{count['total']} derivations in {len(chapters)} chapters: ")
+        summary += nodes.Text(
+            f"{count[PASS]} pass, {count[FAIL]} fail, {count[UNVERIFIED]} unverified."
+        )
+        out: list[nodes.Node] = [summary]
+
+        env_list = nodes.bullet_list(classes=["chapters-status-environment"])
+        for env in environments(chapters):
+            where = env.get("device_name") or env.get("device_type", "?")
+            cuda = f", CUDA {env['cuda']}" if env.get("cuda") else ", no CUDA"
+            item = nodes.list_item()
+            item += nodes.paragraph(
+                text=f"{env.get('device_type', '?').upper()}: {where} — torch {env.get('torch', '?')}"
+                f"{cuda}, Python {env.get('python', '?')}"
+            )
+            env_list += item
+        if env_list.children:
+            out.append(nodes.paragraph(text="Checks ran on:"))
+            out.append(env_list)
+
+        body = []
+        for row in rows:
+            status = nodes.inline(
+                text=row["status"].upper(),
+                classes=["chapters-badge", f"chapters-badge--{row['status']}"],
+            )
+            ratio = f"{row['ratio']:.2g}" if row.get("ratio") is not None else "–"
+            body.append(
+                [
+                    _xref(docname, "/" + row["chapter"], row["chapter_title"], "doc"),
+                    str(row.get("number") or ""),
+                    _xref(docname, row["label"], row["title"] or row["label"], "ref"),
+                    status,
+                    error_summary(row),
+                    ratio,
+                    row.get("dtype") or "–",
+                    row.get("device") or "–",
+                    format_seconds(row["seconds"]) if row.get("seconds") is not None else "–",
+                ]
+            )
+        out.append(
+            _table(
+                ["Chapter", "#", "Derivation", "Status", "Max error", "Error / tolerance",
+                 "dtype", "Device", "Check time"],
+                body,
+                ["chapters-status-table"],
+            )
+        )
+
+        chapter_rows = []
+        for chapter in chapters:
+            mine = [r for r in rows if r["chapter"] == chapter.chapter]
+            state = "execution failed" if chapter.failure else (
+                f"{sum(r['status'] == PASS for r in mine)}/{len(mine)} pass"
+            )
+            seconds = format_seconds(chapter.seconds) if chapter.seconds is not None else "–"
+            chapter_rows.append(
+                [_xref(docname, "/" + chapter.chapter, chapter.title, "doc"), state, seconds]
+            )
+        out.append(nodes.rubric(text="Chapters"))
+        out.append(_table(["Chapter", "Derivations", "Execution time"], chapter_rows,
+                          ["chapters-status-chapters"]))
+        if problems:
+            out.append(nodes.rubric(text="Problems"))
+            plist = nodes.bullet_list(classes=["chapters-status-problems"])
+            for problem in problems:
+                item = nodes.list_item()
+                item += nodes.paragraph(text=str(problem))
+                plist += item
+            out.append(plist)
+        return out
