@@ -16,10 +16,12 @@ from chapters_support import __version__
 STATIC = Path(__file__).parent / "_static"
 
 
-def _add_static(app: Sphinx) -> None:
-    if app.builder.format == "html":
-        app.config.html_static_path.append(str(STATIC))
-        app.add_css_file("chapters.css")
+def _add_static(app: Sphinx, config: Any) -> None:
+    # at config-inited, so the pickled environment sees the same config next build
+    # (changing it later would make Sphinx re-read every document every time)
+    if str(STATIC) not in config.html_static_path:
+        config.html_static_path.append(str(STATIC))
+    app.add_css_file("chapters.css")
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
@@ -45,7 +47,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_env_collector(ChecksCollector)
     app.add_post_transform(CheckBadgePostTransform)
     app.add_post_transform(StatusTablePostTransform)
-    app.connect("builder-inited", _add_static)
+    app.connect("config-inited", _add_static)
     # after MyST-NB has built env.mystnb_config (builder-inited), before any document is read
     app.connect("env-before-read-docs", execute_before_read)
     app.connect("doctree-read", prepare_doctree, priority=400)

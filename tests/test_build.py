@@ -1,0 +1,164 @@
+"""`jupyter-book build` on small books: badges, status page, JSON, and every way to fail.
+
+These execute real kernels (a few seconds per chapter), as users do.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import ROOTS
+
+pytestmark = pytest.mark.slow
+
+
+def normalise(text: str) -> str:
+    """Strip numbers that change from run to run (timings, versions) for snapshots."""
+    text = re.sub(r"\d+(\.\d+)?\s?(µs|ms|s)\b", "<time>", text)
+    text = re.sub(r"torch [\w.+]+", "torch <version>", text)
+    text = re.sub(r"Python [\d.]+", "Python <version>", text)
+    text = re.sub(r"CPU: [^—]+—", "CPU: <cpu> —", text)
+    return re.sub(r"\d\.\de[-+]\d\d", "<err>", text)
+
+
+def test_passing_book_has_badges_status_page_and_json(book_copy, build, data_regression):
+    built = build(book_copy("test-pass"))
+    assert built.returncode == 0, built.output
+    assert "chapters: all 2 derivations verified (PASS)" in built.output
+
+    page = built.page("good")
+    boxes = page.select(".chapters-derivation")
+    assert [box["id"] for box in boxes] == ["sq-grad", "normal-var"]
+    badges = [box.select_one(".chapters-derivation-title .chapters-badge") for box in boxes]
+    assert [b.get_text() for b in badges] == ["PASS", "PASS"]
+    # the badge links to the check's output in the same page
+    assert page.select_one(f"#{badges[0]['href'][1:]}").select_one(".chapters-check--pass")
+    # the {ref} to a derivation resolves to its box
+    assert page.select_one('a[href="#sq-grad"]') is not None
+
+    status = built.page("status")
+    table = status.select_one("table.chapters-status-table")
+    rows = [[td.get_text(" ", strip=True) for td in tr.select("td")] for tr in table.select("tbody tr")]
+    assert [r[3] for r in rows] == ["PASS", "PASS"]
+    links = [a["href"] for a in table.select("tbody a.reference")]
+    assert "good.html#sq-grad" in links and "good.html#normal-var" in links
+    summary = status.select_one(".chapters-status-summary").get_text(" ", strip=True)
+    assert summary == "2 derivations in 1 chapters: 2 pass, 0 fail, 0 unverified."
+    environment = status.select_one(".chapters-status-environment").get_text(" ", strip=True)
+    assert "torch" in environment and ("no CUDA" in environment or "CUDA" in environment)
+
+    data_regression.check(
+        {
+            "badges": [normalise(str(b)) for b in badges],
+            "status_rows": [[normalise(cell) for cell in row] for row in rows],
+        }
+    )
+
+    report = built.report()
+    assert report["totals"] == {"pass": 2, "fail": 0, "unverified": 0, "total": 2}
+    assert [d["label"] for d in report["derivations"]] == ["sq-grad", "normal-var"]
+    first = report["derivations"][0]
+    assert first["url"] == "good.html#sq-grad" and first["dtype"] == "float64"
+    assert first["max_abs_err"] < 1e-12 and first["ratio"] < 1
+    assert report["chapters"][0]["execution_seconds"] > 0
+
+    # a rebuild with nothing changed executes nothing and still passes
+    again = build(built.root)
+    assert again.returncode == 0, again.output
+    assert "executing" not in again.output
+    assert "0 added, 0 changed, 0 removed" in again.output  # no document is even re-read
+
+
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        ("test-fail", r"wrong\.md:\d+: derivation 'sq-grad' FAILS its check: max abs err \S+, rel err 2\.5e-01"),
+        ("test-unverified", r"unchecked\.md:\d+: derivation 'sq-grad' is UNVERIFIED: no check with this label ran"),
+        ("test-raise", r"raises\.md:\d+: a cell raised in the cell at line \d+: ZeroDivisionError: division by zero"),
+        ("test-kill", r"killed\.md:\d+: the kernel died in the cell at line \d+: killed by a signal"),
+        ("test-timeout", r"slow\.md:\d+: a cell timed out in the cell at line \d+: it ran longer than the 5 s timeout"),
+        ("test-labels", r"check 'nobody' \(PASS\) has no \{derivation\} with that label"),
+    ],
+)
+def test_bad_books_fail_the_build_and_say_where(book_copy, build, root, expected):
+    built = build(book_copy(root))
+    assert built.returncode != 0, built.output
+    assert re.search(expected, built.output), built.output[-4000:]
+    assert "problem(s) with the book's derivations" in built.output
+
+
+def test_fail_badge_shows_the_numbers(book_copy, build):
+    built = build(book_copy("test-fail"))
+    assert built.returncode != 0
+    badge = built.page("wrong").select_one(".chapters-derivation .chapters-badge")
+    assert badge["class"] == ["chapters-badge", "chapters-badge--fail"]
+    assert re.fullmatch(r"FAIL · error/tolerance \d\.\de\+\d\d", badge.get_text())
+    assert "at index" in badge["title"]
+    line = next(l for l, t in enumerate((built.root / "wrong.md").read_text().splitlines(), 1)
+                if t.startswith("```{derivation}"))
+    assert f"wrong.md:{line}: derivation 'sq-grad'" in built.output
+
+
+def test_raising_chapter_shows_the_error_on_its_page(book_copy, build):
+    built = build(book_copy("test-raise"))
+    box = built.page("raises").select_one(".chapters-execution-failure")
+    assert "ZeroDivisionError: division by zero" in box.get_text()
+    badge = built.page("raises").select_one(".chapters-derivation .chapters-badge")
+    assert badge.get_text() == "UNVERIFIED"
+
+
+def test_draft_mode_warns_instead_of_failing(book_copy, build):
+    root = book_copy("test-fail")
+    config = root / "_config.yml"
+    config.write_text(config.read_text().replace("chapters_strict: true", "chapters_strict: false"))
+    built = build(root)
+    assert built.returncode == 0, built.output
+    assert re.search(r"wrong\.md:\d+: WARNING: derivation 'sq-grad' FAILS its check", built.output)
+    assert built.report()["totals"]["fail"] == 1
+
+
+def test_a_failing_chapter_loses_nothing_else(book_copy, build):
+    root = book_copy("test-pass")
+    wrong = (ROOTS / "test-fail" / "wrong.md").read_text()
+    (root / "wrong.md").write_text(wrong.replace("sq-grad", "sq-grad-again"))
+    toc = root / "_toc.yml"
+    toc.write_text(toc.read_text().replace("  - file: status", "  - file: wrong\n  - file: status"))
+    first = build(root)
+    assert first.returncode != 0
+    assert "executing good" in first.output and "executing wrong" in first.output
+
+    fixed = root / "wrong.md"
+    fixed.write_text(fixed.read_text().replace("2.5 * X.T", "2 * X.T"))
+    second = build(root)
+    assert second.returncode == 0, second.output
+    # the good chapter came from the cache; only the edited chapter ran
+    assert "executing good" not in second.output
+    assert "executing wrong (" in second.output
+
+
+def test_markdown_only_edit_executes_nothing(book_copy, build):
+    root = book_copy("test-pass")
+    assert build(root).returncode == 0
+    page = root / "good.md"
+    page.write_text(page.read_text().replace("See {ref}`sq-grad`.", "See {ref}`sq-grad` again."))
+    built = build(root)
+    assert built.returncode == 0, built.output
+    assert "executing" not in built.output
+    assert "all 1 chapter(s) from the cache; nothing executed" in built.output
+
+
+def test_require_cache_refuses_to_execute(book_copy, build):
+    built = build(book_copy("test-pass"), env={"CHAPTERS_REQUIRE_CACHE": "1"})
+    assert built.returncode != 0
+    assert "require-cache mode" in built.output and "good (not in the cache yet)" in built.output
+
+
+def test_latex_builder_shows_badges(book_copy, build):
+    built = build(book_copy("test-pass"), "--builder", "latex")
+    assert built.returncode == 0, built.output
+    tex = next((built.root / "_build" / "latex").glob("*.tex")).read_text(encoding="utf-8")
+    assert tex.count(r"\textbf{\small PASS}") == 2
+    assert r"\textbf{PASS}} \texttt{sq\_grad}" not in tex  # labels keep their hyphens
+    assert r"\texttt{sq-grad}" in tex
