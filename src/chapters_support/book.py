@@ -37,8 +37,12 @@ class Book:
 
     @property
     def cache_path(self) -> Path:
-        cache = (self.config.get("execute") or {}).get("cache") or "_build/.jupyter_cache"
-        return (self.root / cache).resolve()
+        """Where Jupyter Book keeps executed notebooks: ``execute.cache`` (which Jupyter Book
+        resolves against the working directory), else ``_build/.jupyter_cache`` in the book."""
+        cache = (self.config.get("execute") or {}).get("cache")
+        if cache:
+            return Path(cache).resolve()
+        return self.root / "_build" / ".jupyter_cache"
 
     @property
     def timeout(self) -> float | None:

@@ -18,10 +18,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chapters_support.cli import check, new
+    from chapters_support.cli import cache, check, execute, new
 
-    cli.add_command(check.command)
-    cli.add_command(new.command)
+    for module in (check, execute, cache, new):
+        cli.add_command(module.command)
 
 
 _register()

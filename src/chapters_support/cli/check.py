@@ -119,7 +119,7 @@ def command(chapters: tuple[str, ...], book_dir: str, cache: Path | None, jobs: 
     """
     from chapters_support.execution import RequireCacheError
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     try:
         book = Book.load(book_dir)
         selected = load_chapters(book, chapters)

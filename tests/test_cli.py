@@ -1,0 +1,111 @@
+"""The `chapters` command, called as a function of its argv like a user types it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from chapters_support.cli import main
+from chapters_support.execution.shards import assign, parse_shard
+
+pytestmark = pytest.mark.slow
+
+
+def test_check_passes_and_prints_the_table(book_copy, capsys):
+    root = book_copy("test-pass")
+    assert main(["check", "--book", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"good\.md\s+│\s+sq-grad\s+│\s+PASS", out)
+    assert "2 derivations: 2 pass, 0 fail, 0 unverified; executed 1 chapter(s), 0 from the cache" in out
+    # the same cache the book uses: a second run executes nothing
+    assert main(["check", "--book", str(root), "good"]) == 0
+    assert "executed 0 chapter(s), 1 from the cache" in capsys.readouterr().out
+    assert (root / "_build" / ".jupyter_cache" / "global.db").is_file()
+
+
+def test_check_fails_with_the_problem(book_copy, capsys):
+    root = book_copy("test-fail")
+    assert main(["check", "--book", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out
+    assert re.search(r"wrong\.md:\d+: derivation 'sq-grad' FAILS its check", out.replace("\n", " "))
+
+
+def test_check_unknown_chapter_is_a_clear_error(book_copy, capsys):
+    root = book_copy("test-pass")
+    assert main(["check", "--book", str(root), "nope"]) == 1
+    assert "no chapter 'nope'" in capsys.readouterr().err
+
+
+def test_new_scaffolds_a_chapter_that_passes(book_copy, capsys):
+    root = book_copy("test-pass")
+    assert main(["new", "gradient-basics", "--title", "Gradient basics", "--book", str(root)]) == 0
+    chapter = root / "gradient-basics.md"
+    text = chapter.read_text()
+    assert text.startswith("---\njupytext:") and "# Gradient basics" in text
+    assert ":label: gradient-basics-square" in text
+    toc = (root / "_toc.yml").read_text().splitlines()
+    assert toc[-2:] == ["  - file: gradient-basics", "  - file: status"]  # status stays last
+    capsys.readouterr()
+    assert main(["check", "--book", str(root), "gradient-basics"]) == 0
+    assert "1 pass" in capsys.readouterr().out
+    # refuses to overwrite, and refuses a bad slug
+    assert main(["new", "gradient-basics", "--title", "Again", "--book", str(root)]) == 1
+    assert main(["new", "Bad Slug", "--title", "x", "--book", str(root)]) == 2
+
+
+def test_shards_are_balanced_and_deterministic():
+    durations = {"a": 50, "b": 40, "c": 30, "d": 20, "e": 10}
+    shards = assign(list("edcba"), durations, 2)
+    assert shards == [["a", "d", "e"], ["b", "c"]]
+    assert sorted(sum(shards, [])) == list("abcde")
+    assert assign(list("abcde"), durations, 2) == shards
+    assert parse_shard("2/3") == (2, 3)
+    with pytest.raises(ValueError, match="1 <= I <= N"):
+        parse_shard("4/3")
+
+
+def test_execute_shards_then_merge_then_build_requires_nothing(book_copy, build, tmp_path, capsys):
+    root = book_copy("test-pass")
+    second = (root / "good.md").read_text().replace("sq-grad", "sq-grad-b").replace("normal-var", "normal-var-b")
+    (root / "other.md").write_text(second.replace("(good)=", "(other)="))
+    toc = root / "_toc.yml"
+    toc.write_text(toc.read_text().replace("  - file: status", "  - file: other\n  - file: status"))
+    (root / "_durations.json").write_text(json.dumps({"seconds": {"good": 5, "other": 4}}))
+    caches = []
+    for index in (1, 2):
+        cache = tmp_path / f"shard-{index}"
+        assert main(["execute", "--book", str(root), "--shard", f"{index}/2", "--cache", str(cache)]) == 0
+        caches.append(cache)
+    out = capsys.readouterr().out
+    assert "shard 1/2: good" in out and "shard 2/2: other" in out
+    merged = root / "_build" / ".jupyter_cache"
+    assert main(["cache", "merge", *map(str, caches), "--into", str(merged)]) == 0
+    assert "merged 2 notebook(s) from 2 cache(s)" in capsys.readouterr().out
+    built = build(root, env={"CHAPTERS_REQUIRE_CACHE": "1"})
+    assert built.returncode == 0, built.output
+    assert "executing" not in built.output
+    assert built.report()["totals"] == {"pass": 4, "fail": 0, "unverified": 0, "total": 4}
+
+
+def test_merge_refuses_a_folder_that_is_not_a_cache(tmp_path, capsys):
+    assert main(["cache", "merge", str(tmp_path), "--into", str(tmp_path / "out")]) == 1
+    assert "is not a jupyter-cache" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert re.match(r"chapters, version \d+\.\d+\.\d+", capsys.readouterr().out)
+
+
+def test_toc_without_status_appends_after_last_file(tmp_path):
+    from chapters_support.cli.new import add_to_toc
+
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: intro\nchapters:\n  - file: a\n  - file: b\n")
+    add_to_toc(toc, "c")
+    assert toc.read_text().endswith("  - file: b\n  - file: c\n")
+    shutil.rmtree(tmp_path)
