@@ -41,7 +41,9 @@ class Built:
     def page(self, name: str):
         from bs4 import BeautifulSoup
 
-        return BeautifulSoup((self.html / f"{name}.html").read_text(encoding="utf-8"), "html.parser")
+        return BeautifulSoup(
+            (self.html / f"{name}.html").read_text(encoding="utf-8"), "html.parser"
+        )
 
     def report(self) -> dict:
         return json.loads((self.html / "derivations.json").read_text(encoding="utf-8"))

@@ -27,7 +27,10 @@ def test_the_book_builds_and_every_derivation_passes(book_copy, build):
         assert len(boxes) == chapter["derivations"] > 0, chapter["chapter"]
         assert all(b.select_one(".chapters-derivation-title .chapters-badge--pass") for b in boxes)
     status = built.page("status").select_one(".chapters-status-summary").get_text(" ", strip=True)
-    assert re.fullmatch(rf"{totals['total']} derivations in \d+ chapters: {totals['total']} pass, 0 fail, 0 unverified\.", status)
+    assert re.fullmatch(
+        rf"{totals['total']} derivations in \d+ chapters: {totals['total']} pass, 0 fail, 0 unverified\.",
+        status,
+    )
     # a sane build: no warnings at all
     warnings = [line for line in built.output.splitlines() if "WARNING" in line]
     assert not warnings, warnings

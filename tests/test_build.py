@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import ROOTS
 
 pytestmark = pytest.mark.slow
@@ -40,7 +39,9 @@ def test_passing_book_has_badges_status_page_and_json(book_copy, build, data_reg
 
     status = built.page("status")
     table = status.select_one("table.chapters-status-table")
-    rows = [[td.get_text(" ", strip=True) for td in tr.select("td")] for tr in table.select("tbody tr")]
+    rows = [
+        [td.get_text(" ", strip=True) for td in tr.select("td")] for tr in table.select("tbody tr")
+    ]
     assert [r[3] for r in rows] == ["PASS", "PASS"]
     links = [a["href"] for a in table.select("tbody a.reference")]
     assert "good.html#sq-grad" in links and "good.html#normal-var" in links
@@ -74,11 +75,26 @@ def test_passing_book_has_badges_status_page_and_json(book_copy, build, data_reg
 @pytest.mark.parametrize(
     ("root", "expected"),
     [
-        ("test-fail", r"wrong\.md:\d+: derivation 'sq-grad' FAILS its check: max abs err \S+, rel err 2\.5e-01"),
-        ("test-unverified", r"unchecked\.md:\d+: derivation 'sq-grad' is UNVERIFIED: no check with this label ran"),
-        ("test-raise", r"raises\.md:\d+: a cell raised in the cell at line \d+: ZeroDivisionError: division by zero"),
-        ("test-kill", r"killed\.md:\d+: the kernel died in the cell at line \d+: killed by a signal"),
-        ("test-timeout", r"slow\.md:\d+: a cell timed out in the cell at line \d+: it ran longer than the 5 s timeout"),
+        (
+            "test-fail",
+            r"wrong\.md:\d+: derivation 'sq-grad' FAILS its check: max abs err \S+, rel err 2\.5e-01",
+        ),
+        (
+            "test-unverified",
+            r"unchecked\.md:\d+: derivation 'sq-grad' is UNVERIFIED: no check with this label ran",
+        ),
+        (
+            "test-raise",
+            r"raises\.md:\d+: a cell raised in the cell at line \d+: ZeroDivisionError: division by zero",
+        ),
+        (
+            "test-kill",
+            r"killed\.md:\d+: the kernel died in the cell at line \d+: killed by a signal",
+        ),
+        (
+            "test-timeout",
+            r"slow\.md:\d+: a cell timed out in the cell at line \d+: it ran longer than the 5 s timeout",
+        ),
         ("test-labels", r"check 'nobody' \(PASS\) has no \{derivation\} with that label"),
     ],
 )
@@ -96,8 +112,11 @@ def test_fail_badge_shows_the_numbers(book_copy, build):
     assert badge["class"] == ["chapters-badge", "chapters-badge--fail"]
     assert re.fullmatch(r"FAIL · error/tolerance \d\.\de\+\d\d", badge.get_text())
     assert "at index" in badge["title"]
-    line = next(l for l, t in enumerate((built.root / "wrong.md").read_text().splitlines(), 1)
-                if t.startswith("```{derivation}"))
+    line = next(
+        n
+        for n, t in enumerate((built.root / "wrong.md").read_text().splitlines(), 1)
+        if t.startswith("```{derivation}")
+    )
     assert f"wrong.md:{line}: derivation 'sq-grad'" in built.output
 
 

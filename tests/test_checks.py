@@ -73,16 +73,23 @@ def test_inputs_are_cast_to_float64(regression):
 
 
 def test_nan_is_a_fail_never_a_pass(regression):
-    result = check_gradient("linreg-grad", mse, regression, lambda **kw: {"w": kw["w"] * float("nan")})
+    result = check_gradient(
+        "linreg-grad", mse, regression, lambda **kw: {"w": kw["w"] * float("nan")}
+    )
     assert result.status == "fail"
     assert "non-finite" in result.message
-    inf = check_close("inf-close", torch.tensor([math.inf], dtype=torch.float64),
-                      torch.tensor([math.inf], dtype=torch.float64))
+    inf = check_close(
+        "inf-close",
+        torch.tensor([math.inf], dtype=torch.float64),
+        torch.tensor([math.inf], dtype=torch.float64),
+    )
     assert inf.status == "fail"
 
 
 def test_shape_mismatch_names_the_label(regression):
-    with pytest.raises(CheckInputError, match=r"check 'linreg-grad': shape mismatch for linreg-grad\[w\]"):
+    with pytest.raises(
+        CheckInputError, match=r"check 'linreg-grad': shape mismatch for linreg-grad\[w\]"
+    ):
         check_gradient("linreg-grad", mse, regression, lambda **kw: {"w": kw["w"][:2]})
 
 
@@ -171,13 +178,19 @@ def test_statistic_refuses_too_few_samples_and_wide_bounds():
     with pytest.raises(CheckInputError, match="too few"):
         check_statistic("few", torch.randn(10, dtype=torch.float64), 0.0)
     with pytest.raises(ToleranceError, match="confidence"):
-        check_statistic("wide", lambda g: torch.randn(1000, generator=g, dtype=torch.float64), 0.0,
-                        confidence=0.999999)
+        check_statistic(
+            "wide",
+            lambda g: torch.randn(1000, generator=g, dtype=torch.float64),
+            0.0,
+            confidence=0.999999,
+        )
 
 
 def test_bad_label_is_refused():
     with pytest.raises(CheckInputError, match="labels are"):
-        check_close("has space", torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64))
+        check_close(
+            "has space", torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+        )
 
 
 def test_one_bundle_with_our_mime_type_and_fallbacks():
@@ -186,7 +199,7 @@ def test_one_bundle_with_our_mime_type_and_fallbacks():
     bundle = result.to_bundle()
     assert set(bundle) == {MIME_TYPE, "text/plain", "text/html", "text/latex"}
     assert CheckResult.from_json(json.loads(json.dumps(bundle[MIME_TYPE]))) == result
-    assert 'chapters-badge--pass' in bundle["text/html"]
+    assert "chapters-badge--pass" in bundle["text/html"]
     assert bundle["text/latex"].startswith(r"\textbf{PASS}")
 
 

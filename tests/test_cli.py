@@ -19,7 +19,10 @@ def test_check_passes_and_prints_the_table(book_copy, capsys):
     assert main(["check", "--book", str(root)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"good\.md\s+│\s+sq-grad\s+│\s+PASS", out)
-    assert "2 derivations: 2 pass, 0 fail, 0 unverified; executed 1 chapter(s), 0 from the cache" in out
+    assert (
+        "2 derivations: 2 pass, 0 fail, 0 unverified; executed 1 chapter(s), 0 from the cache"
+        in out
+    )
     # the same cache the book uses: a second run executes nothing
     assert main(["check", "--book", str(root), "good"]) == 0
     assert "executed 0 chapter(s), 1 from the cache" in capsys.readouterr().out
@@ -70,7 +73,12 @@ def test_shards_are_balanced_and_deterministic():
 
 def test_execute_shards_then_merge_then_build_requires_nothing(book_copy, build, tmp_path, capsys):
     root = book_copy("test-pass")
-    second = (root / "good.md").read_text().replace("sq-grad", "sq-grad-b").replace("normal-var", "normal-var-b")
+    second = (
+        (root / "good.md")
+        .read_text()
+        .replace("sq-grad", "sq-grad-b")
+        .replace("normal-var", "normal-var-b")
+    )
     (root / "other.md").write_text(second.replace("(good)=", "(other)="))
     toc = root / "_toc.yml"
     toc.write_text(toc.read_text().replace("  - file: status", "  - file: other\n  - file: status"))
@@ -78,7 +86,10 @@ def test_execute_shards_then_merge_then_build_requires_nothing(book_copy, build,
     caches = []
     for index in (1, 2):
         cache = tmp_path / f"shard-{index}"
-        assert main(["execute", "--book", str(root), "--shard", f"{index}/2", "--cache", str(cache)]) == 0
+        assert (
+            main(["execute", "--book", str(root), "--shard", f"{index}/2", "--cache", str(cache)])
+            == 0
+        )
         caches.append(cache)
     out = capsys.readouterr().out
     assert "shard 1/2: good" in out and "shard 2/2: other" in out

@@ -6,9 +6,20 @@ from chapters_support.verdict import ChapterData, assess, badge_text, totals
 
 
 def result(label: str, status: str = "pass", ratio: float = 0.1) -> dict:
-    return {"label": label, "status": status, "message": f"{status} message", "ratio": ratio,
-            "max_abs_err": ratio * 1e-12, "max_rel_err": ratio * 1e-9, "atol": 1e-12, "rtol": 1e-9,
-            "dtype": "float64", "device": "cpu", "seconds": 0.01, "kind": "close"}
+    return {
+        "label": label,
+        "status": status,
+        "message": f"{status} message",
+        "ratio": ratio,
+        "max_abs_err": ratio * 1e-12,
+        "max_rel_err": ratio * 1e-9,
+        "atol": 1e-12,
+        "rtol": 1e-9,
+        "dtype": "float64",
+        "device": "cpu",
+        "seconds": 0.01,
+        "kind": "close",
+    }
 
 
 def derivation(label: str, line: int) -> dict:
@@ -17,7 +28,9 @@ def derivation(label: str, line: int) -> dict:
 
 def test_pass_fail_unverified_rows_and_problems():
     chapter = ChapterData(
-        "ch", source="ch.md", title="Chapter",
+        "ch",
+        source="ch.md",
+        title="Chapter",
         derivations=[derivation("a", 10), derivation("b", 20), derivation("c", 30)],
         results=[result("a"), result("b"), result("b", "fail", 7.5)],
     )
@@ -33,9 +46,15 @@ def test_pass_fail_unverified_rows_and_problems():
 
 
 def test_orphan_check_and_duplicate_label_across_chapters():
-    one = ChapterData("one", source="one.md", derivations=[derivation("x", 5)], results=[result("x")])
-    two = ChapterData("two", source="two.md", derivations=[derivation("x", 8)],
-                      results=[result("x"), result("typo")])
+    one = ChapterData(
+        "one", source="one.md", derivations=[derivation("x", 5)], results=[result("x")]
+    )
+    two = ChapterData(
+        "two",
+        source="two.md",
+        derivations=[derivation("x", 8)],
+        results=[result("x"), result("typo")],
+    )
     _, problems = assess([one, two])
     kinds = {p.kind: str(p) for p in problems}
     assert kinds["duplicate_label"] == (
@@ -46,14 +65,23 @@ def test_orphan_check_and_duplicate_label_across_chapters():
 
 def test_execution_failure_leaves_later_derivations_unverified():
     chapter = ChapterData(
-        "ch", source="ch.md", derivations=[derivation("a", 10), derivation("b", 40)],
+        "ch",
+        source="ch.md",
+        derivations=[derivation("a", 10), derivation("b", 40)],
         results=[result("a")],
-        failure={"kind": "cell_error", "message": "ZeroDivisionError: division by zero", "line": 25},
+        failure={
+            "kind": "cell_error",
+            "message": "ZeroDivisionError: division by zero",
+            "line": 25,
+        },
     )
     rows, problems = assess([chapter])
     assert rows[1]["status"] == "unverified"
     assert "chapter stopped executing first" in rows[1]["message"]
-    assert str(problems[-1]) == "ch.md:25: a cell raised in the cell at line 25: ZeroDivisionError: division by zero"
+    assert (
+        str(problems[-1])
+        == "ch.md:25: a cell raised in the cell at line 25: ZeroDivisionError: division by zero"
+    )
 
 
 def test_missing_label_is_a_problem():

@@ -29,7 +29,9 @@ class Book:
         if not (path / "_config.yml").is_file() and (path / "book" / "_config.yml").is_file():
             path = path / "book"
         if not (path / "_config.yml").is_file():
-            raise BookError(f"{path}: no _config.yml here; pass --book DIR (the folder of the book)")
+            raise BookError(
+                f"{path}: no _config.yml here; pass --book DIR (the folder of the book)"
+            )
         config = yaml.safe_load((path / "_config.yml").read_text(encoding="utf-8")) or {}
         toc_path = path / "_toc.yml"
         toc = yaml.safe_load(toc_path.read_text(encoding="utf-8")) if toc_path.is_file() else {}
@@ -64,7 +66,7 @@ class Book:
             if isinstance(entry, dict):
                 if "file" in entry:
                     found.append(_strip_suffix(str(entry["file"])))
-                for key in ("root", ):
+                for key in ("root",):
                     if key in entry:
                         found.append(_strip_suffix(str(entry[key])))
                 for key in ("chapters", "sections", "parts"):
@@ -95,7 +97,9 @@ class Book:
                 return _strip_suffix(path.name)
         docname = _strip_suffix(name)
         if self.source(docname) is None:
-            raise BookError(f"no chapter {name!r} in {self.root} (known: {', '.join(self.docnames())})")
+            raise BookError(
+                f"no chapter {name!r} in {self.root} (known: {', '.join(self.docnames())})"
+            )
         return docname
 
 

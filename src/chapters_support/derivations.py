@@ -20,14 +20,16 @@ def find_derivations(path: Path, extensions: list[str] | None = None) -> list[di
     text = path.read_text(encoding="utf-8")
     found = []
     for token in parser.parse(text):
-        if token.type not in {"fence", "colon_fence"} or not token.info.strip().startswith(_DIRECTIVE):
+        if token.type not in {"fence", "colon_fence"} or not token.info.strip().startswith(
+            _DIRECTIVE
+        ):
             continue
-        title = token.info.strip()[len(_DIRECTIVE):].strip()
+        title = token.info.strip()[len(_DIRECTIVE) :].strip()
         label = ""
         for line in token.content.splitlines():
             stripped = line.strip()
             if stripped.startswith(":label:"):
-                label = stripped[len(":label:"):].strip()
+                label = stripped[len(":label:") :].strip()
             elif stripped and not stripped.startswith(":"):
                 break
         found.append(

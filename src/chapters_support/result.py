@@ -95,7 +95,8 @@ class CheckResult:
         status = html.escape(self.status.upper())
         return (
             f'<div class="chapters-check chapters-check--{html.escape(self.status)}">'
-            f'<span class="chapters-badge chapters-badge--{html.escape(self.status)}">{status}</span> '
+            f'<span class="chapters-badge chapters-badge--{html.escape(self.status)}">'
+            f"{status}</span> "
             f"<code>{html.escape(self.label)}</code>: {html.escape(self.message)} "
             f'<span class="chapters-check-meta">({html.escape(self.dtype)}, '
             f"{html.escape(self.device)}, {html.escape(format_seconds(self.seconds))})</span></div>"

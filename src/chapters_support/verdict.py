@@ -51,7 +51,9 @@ class ChapterData:
     seconds: float | None = None
 
 
-def _row(chapter: ChapterData, derivation: Mapping[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+def _row(
+    chapter: ChapterData, derivation: Mapping[str, Any], results: list[dict[str, Any]]
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "chapter": chapter.chapter,
         "chapter_title": chapter.title,
@@ -69,7 +71,16 @@ def _row(chapter: ChapterData, derivation: Mapping[str, Any], results: list[dict
                 "not checked: the chapter stopped executing first "
                 f"({chapter.failure.get('message', 'execution failed')})"
             )
-        for key in ("max_abs_err", "max_rel_err", "ratio", "atol", "rtol", "dtype", "device", "seconds"):
+        for key in (
+            "max_abs_err",
+            "max_rel_err",
+            "ratio",
+            "atol",
+            "rtol",
+            "dtype",
+            "device",
+            "seconds",
+        ):
             row[key] = None
         return row
     failed = [r for r in results if r.get("status") != PASS]
@@ -111,9 +122,15 @@ def assess(chapters: Iterable[ChapterData]) -> tuple[list[dict[str, Any]], list[
             label = derivation["label"]
             if not label:
                 problems.append(
-                    Problem("missing_label", chapter.chapter,
-                            f"derivation {derivation.get('number')} has no :label: option, so no check "
-                            "can verify it", None, derivation.get("line"), where)
+                    Problem(
+                        "missing_label",
+                        chapter.chapter,
+                        f"derivation {derivation.get('number')} has no :label: option, so no check "
+                        "can verify it",
+                        None,
+                        derivation.get("line"),
+                        where,
+                    )
                 )
                 continue
             if label in seen:
@@ -136,15 +153,25 @@ def assess(chapters: Iterable[ChapterData]) -> tuple[list[dict[str, Any]], list[
             rows.append(row)
             if row["status"] == FAIL:
                 problems.append(
-                    Problem("check_failed", chapter.chapter,
-                            f"derivation {label!r} FAILS its check: {row['message']}",
-                            label, derivation.get("line"), where)
+                    Problem(
+                        "check_failed",
+                        chapter.chapter,
+                        f"derivation {label!r} FAILS its check: {row['message']}",
+                        label,
+                        derivation.get("line"),
+                        where,
+                    )
                 )
             elif row["status"] == UNVERIFIED:
                 problems.append(
-                    Problem("unverified", chapter.chapter,
-                            f"derivation {label!r} is UNVERIFIED: {row['message']}",
-                            label, derivation.get("line"), where)
+                    Problem(
+                        "unverified",
+                        chapter.chapter,
+                        f"derivation {label!r} is UNVERIFIED: {row['message']}",
+                        label,
+                        derivation.get("line"),
+                        where,
+                    )
                 )
         for label, results in by_label.items():
             if label not in labels:
@@ -153,7 +180,8 @@ def assess(chapters: Iterable[ChapterData]) -> tuple[list[dict[str, Any]], list[
                     Problem(
                         "orphan_check",
                         chapter.chapter,
-                        f"check {label!r} ({status}) has no {{derivation}} with that label in this chapter",
+                        f"check {label!r} ({status}) has no {{derivation}} with that label "
+                        "in this chapter",
                         label,
                         source=where,
                     )
@@ -217,6 +245,4 @@ def badge_text(row: Mapping[str, Any]) -> str:
 def error_summary(row: Mapping[str, Any]) -> str:
     if row.get("max_abs_err") is None and row.get("ratio") is None:
         return "–"
-    return (
-        f"abs {format_error(row.get('max_abs_err'))}, rel {format_error(row.get('max_rel_err'))}"
-    )
+    return f"abs {format_error(row.get('max_abs_err'))}, rel {format_error(row.get('max_rel_err'))}"

@@ -204,7 +204,11 @@ def _compare(
     item.update(passed=ratio <= 1.0, max_abs_err=max_abs, max_rel_err=max_rel, ratio=ratio)
     if ratio > 1.0:
         worst = int(ratio_t.argmax())
-        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), d.shape)) if d.dim() else ()
+        index = (
+            tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), d.shape))
+            if d.dim()
+            else ()
+        )
         at = f"at index {list(index)} " if index else ""
         item["problem"] = (
             f"{at}derived {float(d.reshape(-1)[worst]):.10g} vs "
@@ -376,7 +380,9 @@ def check_gradient(
         raise CheckInputError(label, f"gradients given for unknown inputs {unknown}")
     integer = [n for n in names if n not in reference]
     if integer:
-        raise CheckInputError(label, f"cannot differentiate with respect to integer inputs {integer}")
+        raise CheckInputError(
+            label, f"cannot differentiate with respect to integer inputs {integer}"
+        )
     missing = [n for n in names if n not in got]
     if missing:
         raise CheckInputError(label, f"derived gives no gradient for {missing}")
@@ -417,14 +423,18 @@ def check_close(
         raise CheckInputError(
             label, f"derived has entries {sorted(d_items)} but reference has {sorted(r_items)}"
         )
-    first = next((v for v in (*d_items.values(), *r_items.values()) if isinstance(v, torch.Tensor)), None)
+    first = next(
+        (v for v in (*d_items.values(), *r_items.values()) if isinstance(v, torch.Tensor)), None
+    )
     dev = first.device if first is not None else torch.device("cpu")
     items = []
     for name in d_items:
         d = _as_tensor(label, d_items[name], "derived", dev)
         r = _as_tensor(label, r_items[name], "reference", dev)
         if d_items[name] is r_items[name] or _same_memory(d, r):
-            raise TautologyError(label, f"derived and reference{f'[{name}]' if name else ''} share memory")
+            raise TautologyError(
+                label, f"derived and reference{f'[{name}]' if name else ''} share memory"
+            )
         if not isinstance(d_items[name], torch.Tensor):
             d = d.to(dtype)
         if not isinstance(r_items[name], torch.Tensor):
@@ -482,22 +492,39 @@ def check_statistic(
             x = x.to(dtype)
         else:
             raise CheckInputError(
-                label, f"samples are {config.dtype_name(x.dtype)} but the check runs in "
-                f"{config.dtype_name(dtype)} (pass dtype=... to change it)"
+                label,
+                f"samples are {config.dtype_name(x.dtype)} but the check runs in "
+                f"{config.dtype_name(dtype)} (pass dtype=... to change it)",
             )
     n = x.numel()
     if n < 100:
-        raise CheckInputError(label, f"{n} samples are too few for a normal confidence bound (need >= 100)")
+        raise CheckInputError(
+            label, f"{n} samples are too few for a normal confidence bound (need >= 100)"
+        )
     expected_value = float(expected)
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    item: dict[str, Any] = {"name": statistic, "n": n, "expected": expected_value, "confidence": confidence}
+    item: dict[str, Any] = {
+        "name": statistic,
+        "n": n,
+        "expected": expected_value,
+        "confidence": confidence,
+    }
     if not bool(torch.isfinite(x).all()) or not math.isfinite(expected_value):
         bad = int((~torch.isfinite(x)).sum())
         item.update(passed=False, max_abs_err=None, max_rel_err=None, ratio=None)
         item["problem"] = f"{bad} non-finite sample(s)" if bad else "expected is not finite"
         _sync(dev)
-        return _finish(label, "statistic", [item], dtype, dev, time.perf_counter() - start, None, reason,
-                       message=f"{statistic} is not finite: {item['problem']}")
+        return _finish(
+            label,
+            "statistic",
+            [item],
+            dtype,
+            dev,
+            time.perf_counter() - start,
+            None,
+            reason,
+            message=f"{statistic} is not finite: {item['problem']}",
+        )
     mean = x.mean()
     if statistic == "mean":
         estimate = float(mean)
@@ -529,5 +556,14 @@ def check_statistic(
     )
     _sync(dev)
     result_tol = config.Tolerance(rtol=0.0, atol=bound)
-    return _finish(label, "statistic", [item], dtype, dev, time.perf_counter() - start, result_tol,
-                   reason, message=message)
+    return _finish(
+        label,
+        "statistic",
+        [item],
+        dtype,
+        dev,
+        time.perf_counter() - start,
+        result_tol,
+        reason,
+        message=message,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import torch
@@ -12,7 +12,7 @@ import torch
 DEVICE_ENV = "CHAPTERS_DEVICE"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pick(forced: str | None) -> torch.device:
     if forced:
         picked = torch.device(forced)
@@ -58,7 +58,10 @@ def _cpu_model() -> str | None:
 
 def describe(dev: torch.device) -> str:
     if dev.type == "cuda":
-        return f"Running on CUDA: {device_name(dev)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+        return (
+            f"Running on CUDA: {device_name(dev)} "
+            f"(torch {torch.__version__}, CUDA {torch.version.cuda})"
+        )
     why = (
         f"{DEVICE_ENV} asked for it"
         if os.environ.get(DEVICE_ENV)

@@ -30,8 +30,11 @@ _register()
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting (for tests and scripts)."""
     try:
-        code = cli.main(args=list(argv) if argv is not None else None, prog_name="chapters",
-                        standalone_mode=False)
+        code = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="chapters",
+            standalone_mode=False,
+        )
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)
     except click.ClickException as error:

@@ -14,8 +14,13 @@ def command() -> None:
 
 @command.command("merge")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--into", "target", required=True, type=click.Path(path_type=Path),
-              help="The cache to merge into (created if missing).")
+@click.option(
+    "--into",
+    "target",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The cache to merge into (created if missing).",
+)
 def merge(sources: tuple[Path, ...], target: Path) -> None:
     """Copy every executed notebook of SOURCES into the cache --into."""
     from chapters_support.execution.merge import merge_caches

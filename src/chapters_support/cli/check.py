@@ -69,12 +69,19 @@ def run_chapters(
         def done(outcome: Any) -> None:
             progress.update(task, advance=1, description=outcome.chapter.docname)
             if not outcome.succeeded:
-                console.print(f"[red]{outcome.chapter.docname} failed:[/] "
-                            f"{describe_failure(outcome.failure.to_json())}")
+                console.print(
+                    f"[red]{outcome.chapter.docname} failed:[/] "
+                    f"{describe_failure(outcome.failure.to_json())}"
+                )
 
         return execute(
-            chapters, cache, jobs=jobs, force=force, require_cache=require_cache,
-            on_start=started, on_done=done,
+            chapters,
+            cache,
+            jobs=jobs,
+            force=force,
+            require_cache=require_cache,
+            on_start=started,
+            on_done=done,
         )
 
 
@@ -87,8 +94,12 @@ def chapter_data(book: Book, chapters: list[Any], report: Any, cache: Path) -> l
     for chapter in chapters:
         outcome = executed.get(chapter.docname)
         notebook = outcome.notebook if outcome is not None else cached_notebook(cache, chapter)
-        outputs = [o for cell in (notebook.cells if notebook else []) if cell.cell_type == "code"
-                   for o in cell.get("outputs", [])]
+        outputs = [
+            o
+            for cell in (notebook.cells if notebook else [])
+            if cell.cell_type == "code"
+            for o in cell.get("outputs", [])
+        ]
         out.append(
             ChapterData(
                 chapter=chapter.docname,
@@ -106,13 +117,27 @@ def chapter_data(book: Book, chapters: list[Any], report: Any, cache: Path) -> l
 @click.command("check")
 @click.argument("chapters", nargs=-1)
 @click.option("--book", "book_dir", default="book", show_default=True, help="The book's folder.")
-@click.option("--cache", type=click.Path(path_type=Path), help="jupyter-cache folder [default: the book's].")
-@click.option("-j", "--jobs", type=int, default=None, help="Kernels at once [default: one per core].")
+@click.option(
+    "--cache", type=click.Path(path_type=Path), help="jupyter-cache folder [default: the book's]."
+)
+@click.option(
+    "-j", "--jobs", type=int, default=None, help="Kernels at once [default: one per core]."
+)
 @click.option("--force", is_flag=True, help="Re-execute even chapters whose code is cached.")
-@click.option("--require-cache", is_flag=True, envvar="CHAPTERS_REQUIRE_CACHE",
-              help="Fail instead of executing a chapter that is not cached.")
-def command(chapters: tuple[str, ...], book_dir: str, cache: Path | None, jobs: int | None,
-            force: bool, require_cache: bool) -> None:
+@click.option(
+    "--require-cache",
+    is_flag=True,
+    envvar="CHAPTERS_REQUIRE_CACHE",
+    help="Fail instead of executing a chapter that is not cached.",
+)
+def command(
+    chapters: tuple[str, ...],
+    book_dir: str,
+    cache: Path | None,
+    jobs: int | None,
+    force: bool,
+    require_cache: bool,
+) -> None:
     """Execute CHAPTERS (default: every chapter of the book) and check every derivation.
 
     Exits 1 when a derivation FAILs, is UNVERIFIED, or a chapter does not execute.
@@ -124,8 +149,15 @@ def command(chapters: tuple[str, ...], book_dir: str, cache: Path | None, jobs: 
         book = Book.load(book_dir)
         selected = load_chapters(book, chapters)
         cache_path = cache.resolve() if cache else book.cache_path
-        report = run_chapters(book, selected, cache=cache_path, jobs=jobs, force=force,
-                              require_cache=require_cache, console=console)
+        report = run_chapters(
+            book,
+            selected,
+            cache=cache_path,
+            jobs=jobs,
+            force=force,
+            require_cache=require_cache,
+            console=console,
+        )
     except (BookError, RequireCacheError) as error:
         raise click.ClickException(str(error)) from None
     data = chapter_data(book, selected, report, cache_path)
@@ -133,12 +165,19 @@ def command(chapters: tuple[str, ...], book_dir: str, cache: Path | None, jobs: 
 
     table = Table(title="Derivations", title_justify="left")
     for column in ("Chapter", "Derivation", "Status", "Error / tolerance", "Seconds"):
-        table.add_column(column, justify="right" if column in {"Seconds", "Error / tolerance"} else "left")
+        table.add_column(
+            column, justify="right" if column in {"Seconds", "Error / tolerance"} else "left"
+        )
     for row in rows:
         ratio = f"{row['ratio']:.2g}" if row.get("ratio") is not None else "–"
         seconds = format_seconds(row["seconds"]) if row.get("seconds") is not None else "–"
-        table.add_row(row["source"], row["label"], f"[{_STYLE[row['status']]}]{row['status'].upper()}[/]",
-                      ratio, seconds)
+        table.add_row(
+            row["source"],
+            row["label"],
+            f"[{_STYLE[row['status']]}]{row['status'].upper()}[/]",
+            ratio,
+            seconds,
+        )
     console.print(table)
     count = totals(rows)
     console.print(

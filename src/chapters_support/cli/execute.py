@@ -15,15 +15,33 @@ from chapters_support.verdict import describe_failure
 @click.command("execute")
 @click.argument("chapters", nargs=-1)
 @click.option("--book", "book_dir", default="book", show_default=True, help="The book's folder.")
-@click.option("--cache", type=click.Path(path_type=Path), help="jupyter-cache folder [default: the book's].")
-@click.option("--shard", default=None, metavar="I/N",
-              help="Execute only shard I of N, balanced by book/_durations.json.")
-@click.option("-j", "--jobs", type=int, default=None, help="Kernels at once [default: one per core].")
+@click.option(
+    "--cache", type=click.Path(path_type=Path), help="jupyter-cache folder [default: the book's]."
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Execute only shard I of N, balanced by book/_durations.json.",
+)
+@click.option(
+    "-j", "--jobs", type=int, default=None, help="Kernels at once [default: one per core]."
+)
 @click.option("--force", is_flag=True, help="Re-execute even chapters whose code is cached.")
-@click.option("--record-durations", is_flag=True,
-              help="Write the measured times into book/_durations.json (for sharding).")
-def command(chapters: tuple[str, ...], book_dir: str, cache: Path | None, shard: str | None,
-            jobs: int | None, force: bool, record_durations: bool) -> None:
+@click.option(
+    "--record-durations",
+    is_flag=True,
+    help="Write the measured times into book/_durations.json (for sharding).",
+)
+def command(
+    chapters: tuple[str, ...],
+    book_dir: str,
+    cache: Path | None,
+    shard: str | None,
+    jobs: int | None,
+    force: bool,
+    record_durations: bool,
+) -> None:
     """Execute CHAPTERS (default: all) into the cache; exits 1 if any chapter fails."""
     from chapters_support.execution.shards import (
         assign,
@@ -41,10 +59,19 @@ def command(chapters: tuple[str, ...], book_dir: str, cache: Path | None, shard:
             durations = load_durations(book.root)
             mine = set(assign([c.docname for c in selected], durations, count)[index - 1])
             selected = [c for c in selected if c.docname in mine]
-            console.print(f"shard {index}/{count}: {', '.join(c.docname for c in selected) or 'nothing'}")
+            console.print(
+                f"shard {index}/{count}: {', '.join(c.docname for c in selected) or 'nothing'}"
+            )
         cache_path = cache.resolve() if cache else book.cache_path
-        report = run_chapters(book, selected, cache=cache_path, jobs=jobs, force=force,
-                              require_cache=False, console=console)
+        report = run_chapters(
+            book,
+            selected,
+            cache=cache_path,
+            jobs=jobs,
+            force=force,
+            require_cache=False,
+            console=console,
+        )
     except (BookError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     console.print(
@@ -59,5 +86,7 @@ def command(chapters: tuple[str, ...], book_dir: str, cache: Path | None, shard:
         console.print(f"recorded {len(measured)} duration(s) in {path}")
     if report.failures:
         for outcome in report.failures:
-            console.print(f"[red]{outcome.chapter.docname}:[/] {describe_failure(outcome.failure.to_json())}")
+            console.print(
+                f"[red]{outcome.chapter.docname}:[/] {describe_failure(outcome.failure.to_json())}"
+            )
         raise click.exceptions.Exit(1)

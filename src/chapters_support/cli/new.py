@@ -14,7 +14,9 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 def scaffold(slug: str, title: str) -> str:
-    template = files("chapters_support.templates").joinpath("chapter.md").read_text(encoding="utf-8")
+    template = (
+        files("chapters_support.templates").joinpath("chapter.md").read_text(encoding="utf-8")
+    )
     return template.format(slug=slug, title=title)
 
 
@@ -42,8 +44,9 @@ def add_to_toc(toc_path: Path, slug: str) -> None:
 def command(slug: str, title: str, book_dir: str) -> None:
     """Create BOOK/SLUG.md from the chapter template and list it in _toc.yml."""
     if not SLUG_RE.match(slug):
-        raise click.BadParameter("use lower-case letters, digits and hyphens, e.g. 'batch-norm'",
-                                 param_hint="SLUG")
+        raise click.BadParameter(
+            "use lower-case letters, digits and hyphens, e.g. 'batch-norm'", param_hint="SLUG"
+        )
     try:
         book = Book.load(book_dir)
     except BookError as error:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from docutils import nodes
 from sphinx.application import Sphinx
@@ -79,7 +78,9 @@ class ChecksCollector(EnvironmentCollector):
 def book_chapters(env: BuildEnvironment) -> list[ChapterData]:
     """Every document with derivations, checks or a failure, in the book's reading order."""
     ensure_env(env)
-    involved = set(env.chapters_derivations) | set(env.chapters_results) | set(env.chapters_failures)
+    involved = (
+        set(env.chapters_derivations) | set(env.chapters_results) | set(env.chapters_failures)
+    )
     order = _reading_order(env)
     ranked = sorted(involved, key=lambda d: (order.get(d, len(order)), d))
     chapters = []

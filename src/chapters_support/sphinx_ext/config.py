@@ -47,11 +47,17 @@ class ChaptersConfig:
     )
     confidence_ceiling: float = dc.field(
         default=0.9999,
-        metadata={"help": "Highest confidence a statistical check may use without reason=.", "rebuild": ""},
+        metadata={
+            "help": "Highest confidence a statistical check may use without reason=.",
+            "rebuild": "",
+        },
     )
     status_json: str = dc.field(
         default="derivations.json",
-        metadata={"help": "File name of the machine-readable report in the HTML output.", "rebuild": ""},
+        metadata={
+            "help": "File name of the machine-readable report in the HTML output.",
+            "rebuild": "",
+        },
     )
 
 

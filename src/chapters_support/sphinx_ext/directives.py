@@ -50,7 +50,9 @@ class DerivationDirective(SphinxDirective):
         self.state.nested_parse(self.content, self.content_offset, node)
         if label:
             std = self.env.get_domain("std")
-            std.note_hyperlink_target(label, self.env.docname, anchor, title or f"Derivation {number}")
+            std.note_hyperlink_target(
+                label, self.env.docname, anchor, title or f"Derivation {number}"
+            )
         return [node]
 
 

@@ -53,7 +53,9 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
     chapters = []
     for docname in sorted(docnames):
         path = Path(env.doc2path(docname))
-        if path.suffix not in {".md", ".ipynb"} or _excluded(path, list(nb_config.execution_excludepatterns)):
+        if path.suffix not in {".md", ".ipynb"} or _excluded(
+            path, list(nb_config.execution_excludepatterns)
+        ):
             continue
         chapter = read_chapter(path, docname, env.myst_config, nb_config)
         if chapter is not None and has_code(chapter):
@@ -66,10 +68,16 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
 
     def finished(outcome: Any) -> None:
         if outcome.succeeded:
-            logger.info(bold("chapters: ") + f"{outcome.chapter.docname} executed in {outcome.seconds:.1f} s")
+            logger.info(
+                bold("chapters: ")
+                + f"{outcome.chapter.docname} executed in {outcome.seconds:.1f} s"
+            )
         else:
-            logger.info(bold("chapters: ") + f"{outcome.chapter.docname} FAILED: "
-                        + describe_failure(outcome.failure.to_json()))
+            logger.info(
+                bold("chapters: ")
+                + f"{outcome.chapter.docname} FAILED: "
+                + describe_failure(outcome.failure.to_json())
+            )
 
     try:
         report = execute(
@@ -85,12 +93,16 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
         raise ChaptersBuildError(str(error)) from None
     if report.executed:
         logger.info(
-            bold("chapters: ")
-            + f"executed {len(report.executed)} chapter(s) with {min(report.jobs, len(report.executed))} "
-            f"kernel(s) in parallel in {report.wall_seconds:.1f} s; {len(report.cached)} from the cache"
+            bold("chapters: ") + f"executed {len(report.executed)} chapter(s) with "
+            f"{min(report.jobs, len(report.executed))} "
+            f"kernel(s) in parallel in {report.wall_seconds:.1f} s; "
+            f"{len(report.cached)} from the cache"
         )
     else:
-        logger.info(bold("chapters: ") + f"all {len(report.cached)} chapter(s) from the cache; nothing executed")
+        logger.info(
+            bold("chapters: ")
+            + f"all {len(report.cached)} chapter(s) from the cache; nothing executed"
+        )
     app.chapters_report = report
     app.chapters_failures = {o.chapter.docname: o.failure.to_json() for o in report.failures}
     excluded = [PurePosixPath(o.chapter.path.as_posix()).as_posix() for o in report.failures]

@@ -10,7 +10,11 @@ from docutils import nodes
 from chapters_support.result import CheckResult, latex_escape
 
 # LaTeX colours for the badges (xcolor is loaded by Sphinx's LaTeX style)
-_LATEX_COLOURS = {"pass": "0.10,0.50,0.22", "fail": "0.75,0.10,0.10", "unverified": "0.55,0.40,0.00"}
+_LATEX_COLOURS = {
+    "pass": "0.10,0.50,0.22",
+    "fail": "0.75,0.10,0.10",
+    "unverified": "0.55,0.40,0.00",
+}
 
 
 class DerivationNode(nodes.General, nodes.Element):
@@ -77,8 +81,11 @@ def visit_check_html(self: Any, node: CheckResultNode) -> None:
     result = CheckResult.from_json(node["result"])
     ids = " ".join(node["ids"])
     bundle_html = result.to_bundle()["text/html"]
-    self.body.append(f'<div id="{html.escape(ids)}" class="chapters-check-output">{bundle_html}</div>\n'
-                     if ids else f'<div class="chapters-check-output">{bundle_html}</div>\n')
+    self.body.append(
+        f'<div id="{html.escape(ids)}" class="chapters-check-output">{bundle_html}</div>\n'
+        if ids
+        else f'<div class="chapters-check-output">{bundle_html}</div>\n'
+    )
     raise nodes.SkipNode
 
 
@@ -144,7 +151,9 @@ def _skip(self: Any, node: nodes.Element) -> None:
 
 
 def visit_failure_html(self: Any, node: ExecutionFailureNode) -> None:
-    self.body.append(self.starttag(node, "div", CLASS="admonition error chapters-execution-failure"))
+    self.body.append(
+        self.starttag(node, "div", CLASS="admonition error chapters-execution-failure")
+    )
 
 
 def depart_failure_html(self: Any, node: ExecutionFailureNode) -> None:
@@ -195,5 +204,11 @@ def register(app: Any) -> None:
         latex=(visit_failure_latex, depart_failure_latex),
         **generic,
     )
-    app.add_node(DerivationStatusNode, html=(_skip, None), latex=(_skip, None),
-                 text=(_skip, None), man=(_skip, None), texinfo=(_skip, None))
+    app.add_node(
+        DerivationStatusNode,
+        html=(_skip, None),
+        latex=(_skip, None),
+        text=(_skip, None),
+        man=(_skip, None),
+        texinfo=(_skip, None),
+    )

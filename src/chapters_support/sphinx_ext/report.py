@@ -29,8 +29,13 @@ def report_data(app: Sphinx) -> dict[str, Any]:
     rows = []
     for row in data["rows"]:
         anchor = next(
-            (d["anchor"] for c in data["chapters"] if c.chapter == row["chapter"]
-             for d in c.derivations if d["label"] == row["label"]),
+            (
+                d["anchor"]
+                for c in data["chapters"]
+                if c.chapter == row["chapter"]
+                for d in c.derivations
+                if d["label"] == row["label"]
+            ),
             None,
         )
         url = app.builder.get_target_uri(row["chapter"]) + (f"#{anchor}" if anchor else "")
@@ -72,7 +77,9 @@ def finish(app: Sphinx, exception: Exception | None) -> None:
     if not cfg.strict:
         for problem in problems:
             location = (problem.chapter, problem.line) if problem.line else problem.chapter
-            logger.warning(problem.message, type="chapters", subtype=problem.kind, location=location)
+            logger.warning(
+                problem.message, type="chapters", subtype=problem.kind, location=location
+            )
         return
     listing = "\n".join(f"  - {problem}" for problem in problems)
     raise ChaptersBuildError(

@@ -50,9 +50,7 @@ class CheckBadgePostTransform(SphinxPostTransform):
     default_priority = 5
 
     def run(self, **kwargs: Any) -> None:
-        rows = {
-            (row["chapter"], row["label"]): row for row in assessment(self.app)["rows"]
-        }
+        rows = {(row["chapter"], row["label"]): row for row in assessment(self.app)["rows"]}
         for node in self.document.findall(DerivationNode):
             row = rows.get((self.env.docname, node["label"]))
             if row is None:
@@ -72,14 +70,21 @@ class CheckBadgePostTransform(SphinxPostTransform):
 
 def _xref(docname: str, target: str, text: str, reftype: str) -> nodes.Node:
     ref = addnodes.pending_xref(
-        "", refdomain="std", reftype=reftype, reftarget=target, refexplicit=True,
-        refdoc=docname, refwarn=True,
+        "",
+        refdomain="std",
+        reftype=reftype,
+        reftarget=target,
+        refexplicit=True,
+        refdoc=docname,
+        refwarn=True,
     )
     ref += nodes.inline(text=text)
     return ref
 
 
-def _table(header: list[str], body: list[list[nodes.Node | str]], classes: list[str]) -> nodes.table:
+def _table(
+    header: list[str], body: list[list[nodes.Node | str]], classes: list[str]
+) -> nodes.table:
     table = nodes.table(classes=classes)
     group = nodes.tgroup(cols=len(header))
     table += group
@@ -132,7 +137,8 @@ class StatusTablePostTransform(SphinxPostTransform):
             cuda = f", CUDA {env['cuda']}" if env.get("cuda") else ", no CUDA"
             item = nodes.list_item()
             item += nodes.paragraph(
-                text=f"{env.get('device_type', '?').upper()}: {where} — torch {env.get('torch', '?')}"
+                text=f"{env.get('device_type', '?').upper()}: {where} — "
+                f"torch {env.get('torch', '?')}"
                 f"{cuda}, Python {env.get('python', '?')}"
             )
             env_list += item
@@ -162,8 +168,17 @@ class StatusTablePostTransform(SphinxPostTransform):
             )
         out.append(
             _table(
-                ["Chapter", "#", "Derivation", "Status", "Max error", "Error / tolerance",
-                 "dtype", "Device", "Check time"],
+                [
+                    "Chapter",
+                    "#",
+                    "Derivation",
+                    "Status",
+                    "Max error",
+                    "Error / tolerance",
+                    "dtype",
+                    "Device",
+                    "Check time",
+                ],
                 body,
                 ["chapters-status-table"],
             )
@@ -172,16 +187,23 @@ class StatusTablePostTransform(SphinxPostTransform):
         chapter_rows = []
         for chapter in chapters:
             mine = [r for r in rows if r["chapter"] == chapter.chapter]
-            state = "execution failed" if chapter.failure else (
-                f"{sum(r['status'] == PASS for r in mine)}/{len(mine)} pass"
+            state = (
+                "execution failed"
+                if chapter.failure
+                else (f"{sum(r['status'] == PASS for r in mine)}/{len(mine)} pass")
             )
             seconds = format_seconds(chapter.seconds) if chapter.seconds is not None else "–"
             chapter_rows.append(
                 [_xref(docname, "/" + chapter.chapter, chapter.title, "doc"), state, seconds]
             )
         out.append(nodes.rubric(text="Chapters"))
-        out.append(_table(["Chapter", "Derivations", "Execution time"], chapter_rows,
-                          ["chapters-status-chapters"]))
+        out.append(
+            _table(
+                ["Chapter", "Derivations", "Execution time"],
+                chapter_rows,
+                ["chapters-status-chapters"],
+            )
+        )
         if problems:
             out.append(nodes.rubric(text="Problems"))
             plist = nodes.bullet_list(classes=["chapters-status-problems"])
