@@ -1,17 +1,38 @@
-"""The real book: every chapter executes and every derivation passes, as the reader sees it."""
+"""The real book: every chapter executes and every derivation passes, as the reader sees it;
+and the GPU-runner path (shards -> merged cache -> require-cache build) gives the same book."""
 
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
+from conftest import REPO, run_jupyter_book
+
+from chapters_support.cli import main
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_book_builds_and_every_derivation_passes(book_copy, build):
-    root = book_copy("book")
-    built = build(root)
+def badges(built) -> list[tuple[str, str, str]]:
+    """(chapter, derivation id, badge text) for every derivation of every chapter page."""
+    found = []
+    for chapter in built.report()["chapters"]:
+        for box in built.page(chapter["chapter"]).select(".chapters-derivation"):
+            badge = box.select_one(".chapters-derivation-title .chapters-badge")
+            found.append((chapter["chapter"], box["id"], badge.get_text() if badge else "none"))
+    return found
+
+
+@pytest.fixture(scope="module")
+def plain_build(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plain") / "book"
+    shutil.copytree(REPO / "book", root, ignore=shutil.ignore_patterns("_build"))
+    return run_jupyter_book(root)
+
+
+def test_the_book_builds_and_every_derivation_passes(plain_build):
+    built = plain_build
     assert built.returncode == 0, built.output[-6000:]
     report = built.report()
     totals = report["totals"]
@@ -31,6 +52,35 @@ def test_the_book_builds_and_every_derivation_passes(book_copy, build):
         rf"{totals['total']} derivations in \d+ chapters: {totals['total']} pass, 0 fail, 0 unverified\.",
         status,
     )
-    # a sane build: no warnings at all
+    # every chapter ran within the course's budget of 60 s on this machine
+    slow = [
+        (c["chapter"], c["execution_seconds"])
+        for c in report["chapters"]
+        if c["execution_seconds"] > 60
+    ]
+    assert not slow, slow
+    # a clean build: no warnings at all
     warnings = [line for line in built.output.splitlines() if "WARNING" in line]
     assert not warnings, warnings
+
+
+def test_three_shards_merged_give_the_same_book_without_executing(plain_build, tmp_path):
+    root = tmp_path / "book"
+    shutil.copytree(REPO / "book", root, ignore=shutil.ignore_patterns("_build"))
+    shards = []
+    for index in (1, 2, 3):
+        cache = tmp_path / f"shard-{index}"
+        assert (
+            main(["execute", "--book", str(root), "--shard", f"{index}/3", "--cache", str(cache)])
+            == 0
+        )
+        shards.append(str(cache))
+    merged = root / "_build" / ".jupyter_cache"
+    assert main(["cache", "merge", *shards, "--into", str(merged)]) == 0
+
+    built = run_jupyter_book(root, env={"CHAPTERS_REQUIRE_CACHE": "1"})
+    assert built.returncode == 0, built.output[-6000:]
+    assert "executing" not in built.output
+    assert "nothing executed" in built.output
+    assert badges(built) == badges(plain_build)
+    assert built.report()["totals"] == plain_build.report()["totals"]

@@ -181,3 +181,17 @@ def test_latex_builder_shows_badges(book_copy, build):
     assert tex.count(r"\textbf{\small PASS}") == 2
     assert r"\textbf{PASS}} \texttt{sq\_grad}" not in tex  # labels keep their hyphens
     assert r"\texttt{sq-grad}" in tex
+
+
+def test_a_book_without_the_extension_still_shows_verdicts_as_text(book_copy, build):
+    root = book_copy("test-pass")
+    config = root / "_config.yml"
+    config.write_text(
+        config.read_text().replace(
+            "extra_extensions: [chapters_support.sphinx_ext]", "extra_extensions: []"
+        )
+    )
+    built = build(root)
+    assert built.returncode == 0, built.output  # the MIME plugin is global: other books must build
+    page = built.page("good").get_text(" ")
+    assert "PASS sq-grad: max abs err" in page

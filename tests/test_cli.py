@@ -96,10 +96,19 @@ def test_execute_shards_then_merge_then_build_requires_nothing(book_copy, build,
     merged = root / "_build" / ".jupyter_cache"
     assert main(["cache", "merge", *map(str, caches), "--into", str(merged)]) == 0
     assert "merged 2 notebook(s) from 2 cache(s)" in capsys.readouterr().out
+    # the outputs travel as they were produced: pretend shard 2 ran on a GPU runner
+    for notebook in merged.glob("executed/*/base.ipynb"):
+        text = notebook.read_text()
+        if "sq-grad-b" in text:
+            text = text.replace('"device_type": "cpu"', '"device_type": "cuda"')
+            text = re.sub(r'"device_name": "[^"]*"', '"device_name": "NVIDIA H100 80GB HBM3"', text)
+            notebook.write_text(text)
     built = build(root, env={"CHAPTERS_REQUIRE_CACHE": "1"})
     assert built.returncode == 0, built.output
     assert "executing" not in built.output
     assert built.report()["totals"] == {"pass": 4, "fail": 0, "unverified": 0, "total": 4}
+    environments = built.page("status").select_one(".chapters-status-environment").get_text(" ")
+    assert "CUDA: NVIDIA H100 80GB HBM3" in environments and "CPU:" in environments
 
 
 def test_merge_refuses_a_folder_that_is_not_a_cache(tmp_path, capsys):

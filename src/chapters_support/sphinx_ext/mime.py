@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from chapters_support.result import MIME_TYPE
+from docutils import nodes
+
+from chapters_support.result import MIME_TYPE, CheckResult
 from chapters_support.sphinx_ext.nodes import CheckResultNode
 
 
@@ -23,7 +25,18 @@ class CheckMimeRenderPlugin:
         payload = data.content
         if isinstance(payload, str):
             payload = json.loads(payload)
+        if not _extension_loaded(renderer):
+            # a book without our extension still shows the verdict, as plain text
+            summary = CheckResult.from_json(payload).summary()
+            return [nodes.paragraph(text=summary, classes=["output", "text_plain"])]
         node = CheckResultNode(result=dict(payload), label=str(payload.get("label", "")))
         if getattr(data, "line", None):
             node.line = data.line
         return [node]
+
+
+def _extension_loaded(renderer: Any) -> bool:
+    env = getattr(getattr(renderer, "renderer", None), "sphinx_env", None)
+    app = getattr(env, "app", None)
+    names = ("chapters_support.sphinx_ext", "chapters_support")
+    return app is not None and any(name in app.extensions for name in names)
