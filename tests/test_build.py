@@ -42,7 +42,9 @@ def test_passing_book_has_badges_status_page_and_json(book_copy, build, data_reg
     rows = [
         [td.get_text(" ", strip=True) for td in tr.select("td")] for tr in table.select("tbody tr")
     ]
-    assert [r[3] for r in rows] == ["PASS", "PASS"]
+    assert [r[2] for r in rows] == ["PASS", "PASS"]
+    heading = status.select_one(".chapters-status-chapter").get_text(" ", strip=True)
+    assert re.fullmatch(r"Good chapter — 2/2 pass, executed in \d+(\.\d+)? (ms|s)", heading)
     links = [a["href"] for a in table.select("tbody a.reference")]
     assert "good.html#sq-grad" in links and "good.html#normal-var" in links
     summary = status.select_one(".chapters-status-summary").get_text(" ", strip=True)

@@ -18,9 +18,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chapters_support.cli import cache, check, execute, new
+    from chapters_support.cli import bench, cache, check, execute, new
 
-    for module in (check, execute, cache, new):
+    for module in (check, execute, cache, new, bench):
         cli.add_command(module.command)
 
 

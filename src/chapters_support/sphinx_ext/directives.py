@@ -32,7 +32,12 @@ class DerivationDirective(SphinxDirective):
         number = self.env.temp_data.get(_COUNTER, 0) + 1
         self.env.temp_data[_COUNTER] = number
         node = DerivationNode(
-            label=label, title=title, number=number, classes=self.options.get("class", [])
+            label=label,
+            title=title,
+            number=number,
+            # the LaTeX builder inlines every chapter into one doctree: keep where it came from
+            docname=self.env.docname,
+            classes=self.options.get("class", []),
         )
         self.set_source_info(node)
         anchor = nodes.make_id(label) if label else f"derivation-{number}"

@@ -52,7 +52,7 @@ class CheckBadgePostTransform(SphinxPostTransform):
     def run(self, **kwargs: Any) -> None:
         rows = {(row["chapter"], row["label"]): row for row in assessment(self.app)["rows"]}
         for node in self.document.findall(DerivationNode):
-            row = rows.get((self.env.docname, node["label"]))
+            row = rows.get((node.get("docname", self.env.docname), node["label"]))
             if row is None:
                 continue
             badge = DerivationBadgeNode(
@@ -120,6 +120,25 @@ class StatusTablePostTransform(SphinxPostTransform):
         for placeholder in placeholders:
             placeholder.replace_self(self.build(data))
 
+    @staticmethod
+    def row(docname: str, row: dict[str, Any]) -> list[nodes.Node | str]:
+        status = nodes.inline(
+            text=row["status"].upper(),
+            classes=["chapters-badge", f"chapters-badge--{row['status']}"],
+        )
+        ratio = f"{row['ratio']:.2g}" if row.get("ratio") is not None else "–"
+        seconds = row.get("seconds")
+        return [
+            str(row.get("number") or ""),
+            _xref(docname, row["label"], row["title"] or row["label"], "ref"),
+            status,
+            error_summary(row),
+            ratio,
+            row.get("dtype") or "–",
+            row.get("device") or "–",
+            format_seconds(seconds) if seconds is not None else "–",
+        ]
+
     def build(self, data: dict[str, Any]) -> list[nodes.Node]:
         docname = self.env.docname
         rows, chapters, problems = data["rows"], data["chapters"], data["problems"]
@@ -146,64 +165,41 @@ class StatusTablePostTransform(SphinxPostTransform):
             out.append(nodes.paragraph(text="Checks ran on:"))
             out.append(env_list)
 
-        body = []
-        for row in rows:
-            status = nodes.inline(
-                text=row["status"].upper(),
-                classes=["chapters-badge", f"chapters-badge--{row['status']}"],
-            )
-            ratio = f"{row['ratio']:.2g}" if row.get("ratio") is not None else "–"
-            body.append(
-                [
-                    _xref(docname, "/" + row["chapter"], row["chapter_title"], "doc"),
-                    str(row.get("number") or ""),
-                    _xref(docname, row["label"], row["title"] or row["label"], "ref"),
-                    status,
-                    error_summary(row),
-                    ratio,
-                    row.get("dtype") or "–",
-                    row.get("device") or "–",
-                    format_seconds(row["seconds"]) if row.get("seconds") is not None else "–",
-                ]
-            )
-        out.append(
-            _table(
-                [
-                    "Chapter",
-                    "#",
-                    "Derivation",
-                    "Status",
-                    "Max error",
-                    "Error / tolerance",
-                    "dtype",
-                    "Device",
-                    "Check time",
-                ],
-                body,
-                ["chapters-status-table"],
-            )
-        )
-
-        chapter_rows = []
         for chapter in chapters:
             mine = [r for r in rows if r["chapter"] == chapter.chapter]
+            heading = nodes.paragraph(classes=["chapters-status-chapter"])
+            heading += nodes.strong(
+                "", "", _xref(docname, "/" + chapter.chapter, chapter.title, "doc")
+            )
             state = (
                 "execution failed"
                 if chapter.failure
-                else (f"{sum(r['status'] == PASS for r in mine)}/{len(mine)} pass")
+                else f"{sum(r['status'] == PASS for r in mine)}/{len(mine)} pass"
             )
-            seconds = format_seconds(chapter.seconds) if chapter.seconds is not None else "–"
-            chapter_rows.append(
-                [_xref(docname, "/" + chapter.chapter, chapter.title, "doc"), state, seconds]
+            seconds = (
+                f", executed in {format_seconds(chapter.seconds)}"
+                if chapter.seconds is not None
+                else ""
             )
-        out.append(nodes.rubric(text="Chapters"))
-        out.append(
-            _table(
-                ["Chapter", "Derivations", "Execution time"],
-                chapter_rows,
-                ["chapters-status-chapters"],
-            )
-        )
+            heading += nodes.Text(f" — {state}{seconds}")
+            out.append(heading)
+            if mine:
+                out.append(
+                    _table(
+                        [
+                            "#",
+                            "Derivation",
+                            "Status",
+                            "Max error",
+                            "Error / tolerance",
+                            "dtype",
+                            "Device",
+                            "Check time",
+                        ],
+                        [self.row(docname, row) for row in mine],
+                        ["chapters-status-table"],
+                    )
+                )
         if problems:
             out.append(nodes.rubric(text="Problems"))
             plist = nodes.bullet_list(classes=["chapters-status-problems"])
