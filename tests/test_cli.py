@@ -129,3 +129,17 @@ def test_toc_without_status_appends_after_last_file(tmp_path):
     add_to_toc(toc, "c")
     assert toc.read_text().endswith("  - file: b\n  - file: c\n")
     shutil.rmtree(tmp_path)
+
+
+def test_bench_counts_kernels_as_the_targets_say(book_copy):
+    from chapters_support import bench
+
+    results = bench.run(book_copy("test-pass"), pdf=False, log=lambda line: None)
+    assert results["cold"]["chapters_executed"] == 1
+    assert results["no_change"]["kernels_started"] == 0
+    assert results["edits"]["markdown_edit_executed"] == 0
+    assert results["edits"]["code_edit_executed"] == 1
+    assert results["edits"]["code_edit_chapters"] == ["good"]
+    table = bench.to_markdown(results)
+    assert "| no-change rebuild starts 0 kernels | 0 | yes |" in table
+    assert "| code edit in one chapter executes exactly 1 | 1 | yes |" in table

@@ -23,8 +23,6 @@ from typing import Any
 
 from chapters_support.execution.runner import default_jobs
 
-EXTENSION_LINE = "    - chapters_support.sphinx_ext\n"
-
 
 @dataclass
 class Build:
@@ -73,11 +71,14 @@ def set_config(root: Path, edit: Callable[[str], str]) -> None:
 
 
 def without_extension(text: str) -> str:
-    if EXTENSION_LINE not in text:
-        raise ValueError(
-            "the book's _config.yml does not list chapters_support.sphinx_ext as expected"
-        )
-    return text.replace(EXTENSION_LINE, "")
+    """The same _config.yml without our extension (block or inline YAML list)."""
+    edited = re.sub(r"^\s*- chapters_support\.sphinx_ext\s*\n", "", text, flags=re.M)
+    edited = re.sub(r"\[\s*chapters_support\.sphinx_ext\s*\]", "[]", edited)
+    # a block list left empty would read as null
+    edited = re.sub(r"^(\s*extra_extensions:)[ \t]*\n(?!\s*- )", r"\1 []\n", edited, flags=re.M)
+    if edited == text:
+        raise ValueError("the book's _config.yml does not list chapters_support.sphinx_ext")
+    return edited
 
 
 def with_jobs(jobs: int) -> Callable[[str], str]:
