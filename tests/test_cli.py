@@ -143,3 +143,16 @@ def test_bench_counts_kernels_as_the_targets_say(book_copy):
     table = bench.to_markdown(results)
     assert "| no-change rebuild starts 0 kernels | 0 | yes |" in table
     assert "| code edit in one chapter executes exactly 1 | 1 | yes |" in table
+
+
+def test_execution_in_temp_keeps_the_book_folder_clean(book_copy):
+    root = book_copy("test-pass")
+    chapter = root / "good.md"
+    text = chapter.read_text().replace(
+        "  name: python3\n---", "  name: python3\nmystnb:\n  execution_in_temp: true\n---", 1
+    )
+    chapter.write_text(
+        text.replace("dev = device()\n", "dev = device()\nopen('scratch.txt', 'w').close()\n", 1)
+    )
+    assert main(["check", "--book", str(root)]) == 0
+    assert not (root / "scratch.txt").exists()

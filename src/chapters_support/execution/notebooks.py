@@ -22,6 +22,7 @@ class Chapter:
     notebook: NotebookNode
     timeout: float | None = None
     kernel_name: str = "python3"
+    in_temp: bool = False  # MyST-NB's execution_in_temp: run in a scratch folder
     source_map: list[int] = field(default_factory=list)
 
     def line_of_cell(self, cell_index: int | None) -> int | None:
@@ -65,6 +66,7 @@ def read_chapter(
         notebook=notebook,
         timeout=None if timeout is None or timeout < 0 else float(timeout),
         kernel_name=kernel or "python3",
+        in_temp=bool(overrides.get("execution_in_temp", nb_config.execution_in_temp)),
         source_map=list(notebook.metadata.get("source_map", [])),
     )
 

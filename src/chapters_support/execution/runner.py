@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,13 +127,15 @@ def _execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
     def on_cell_start(cell: Any, cell_index: int) -> None:
         state["cell"] = cell_index
 
+    scratch = tempfile.TemporaryDirectory(prefix="chapters-") if payload["in_temp"] else None
+    cwd = scratch.name if scratch is not None else payload["cwd"]
     client = NotebookClient(
         notebook,
         timeout=payload["timeout"],
         kernel_name=payload["kernel_name"],
         allow_errors=False,
         record_timing=False,  # cell metadata is part of the cache key
-        resources={"metadata": {"path": payload["cwd"]}},
+        resources={"metadata": {"path": cwd}},
         on_cell_start=on_cell_start,
     )
     start = time.perf_counter()
@@ -164,6 +167,8 @@ def _execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # kernel failed to start, bad kernelspec, ...
         failure = {"kind": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": ""}
     seconds = time.perf_counter() - start
+    if scratch is not None:
+        scratch.cleanup()
     if failure is not None:
         failure["cell_index"] = state["cell"]
     return {
@@ -244,6 +249,7 @@ def execute(
                 "timeout": chapter.timeout if chapter.timeout is not None else -1,
                 "kernel_name": chapter.kernel_name,
                 "cwd": str(chapter.path.parent),
+                "in_temp": chapter.in_temp,
             }
             futures[pool.submit(_execute_payload, payload)] = (chapter, reason)
         for future in cf.as_completed(futures):
