@@ -17,12 +17,20 @@ REPO = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
 
 
+def find_tool(name: str) -> str | None:
+    """A tool on PATH, beside this Python (an unactivated venv), or in /usr/sbin (sshd)."""
+    for candidate in (shutil.which(name), BIN / name, Path("/usr/sbin") / name):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
 def require_tool(name: str) -> str:
     """A tool the tests need: in CI its absence fails the test instead of skipping it."""
-    found = shutil.which(name) or (str(BIN / name) if (BIN / name).exists() else None)
+    found = find_tool(name)
     if found:
         return found
-    message = f"{name} is not installed"
+    message = f"{name} is not installed (bash .ci/run installs everything the tests need)"
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI must install everything the tests need)")
     pytest.skip(message)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -36,29 +37,6 @@ JUPYTER_CONFIG = DOCKER / "jupyter_server_config.py"
 # sshd runs unprivileged in the image; the tests use `daemon` (nss-systemd reports `nobody`'s
 # password as locked, and sshd without PAM refuses locked accounts).
 UNPRIVILEGED = pwd.getpwnam("daemon")
-
-
-def find_tool(name: str) -> str | None:
-    """A tool on PATH, beside this Python (an unactivated venv), or in /usr/sbin (sshd)."""
-    for candidate in (
-        shutil.which(name),
-        Path(sys.executable).parent / name,
-        Path("/usr/sbin") / name,
-    ):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; a missing tool fails under CI (CI set) and skips elsewhere."""
-    path = find_tool(name)
-    if path is None:
-        message = f"{name} is not installed (see docker/README.md, 'Testing these files')"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def require_module(name: str) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -37,25 +36,6 @@ UNTRUSTED_EVENTS = {
     "workflow_run",
 }
 FORBIDDEN_EVENTS = {"pull_request_target", "workflow_run"}
-
-
-def find_tool(name: str) -> str | None:
-    """A tool on PATH or beside this Python (an unactivated venv)."""
-    for candidate in (shutil.which(name), Path(sys.executable).parent / name):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; a missing tool fails under CI (CI set) and skips elsewhere."""
-    path = find_tool(name)
-    if path is None:
-        message = f"{name} is not installed (see docker/README.md, 'Testing these files')"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def load(path: Path) -> dict:

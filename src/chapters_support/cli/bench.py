@@ -7,10 +7,11 @@ from pathlib import Path
 import click
 
 from chapters_support.book import Book, BookError
+from chapters_support.cli import options
 
 
 @click.command("bench")
-@click.option("--book", "book_dir", default="book", show_default=True, help="The book's folder.")
+@options.book
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), help="Also write the results as JSON."
 )

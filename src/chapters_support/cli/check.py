@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from chapters_support.book import Book, BookError
+from chapters_support.cli import options
 from chapters_support.result import FAIL, PASS, format_seconds, results_from_outputs
 from chapters_support.verdict import ChapterData, assess, describe_failure, totals
 
@@ -116,14 +117,10 @@ def chapter_data(book: Book, chapters: list[Any], report: Any, cache: Path) -> l
 
 @click.command("check")
 @click.argument("chapters", nargs=-1)
-@click.option("--book", "book_dir", default="book", show_default=True, help="The book's folder.")
-@click.option(
-    "--cache", type=click.Path(path_type=Path), help="jupyter-cache folder [default: the book's]."
-)
-@click.option(
-    "-j", "--jobs", type=int, default=None, help="Kernels at once [default: one per core]."
-)
-@click.option("--force", is_flag=True, help="Re-execute even chapters whose code is cached.")
+@options.book
+@options.cache
+@options.jobs
+@options.force
 @click.option(
     "--require-cache",
     is_flag=True,

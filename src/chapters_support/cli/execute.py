@@ -8,26 +8,23 @@ import click
 from rich.console import Console
 
 from chapters_support.book import Book, BookError
+from chapters_support.cli import options
 from chapters_support.cli.check import load_chapters, run_chapters
 from chapters_support.verdict import describe_failure
 
 
 @click.command("execute")
 @click.argument("chapters", nargs=-1)
-@click.option("--book", "book_dir", default="book", show_default=True, help="The book's folder.")
-@click.option(
-    "--cache", type=click.Path(path_type=Path), help="jupyter-cache folder [default: the book's]."
-)
+@options.book
+@options.cache
 @click.option(
     "--shard",
     default=None,
     metavar="I/N",
     help="Execute only shard I of N, balanced by book/_durations.json.",
 )
-@click.option(
-    "-j", "--jobs", type=int, default=None, help="Kernels at once [default: one per core]."
-)
-@click.option("--force", is_flag=True, help="Re-execute even chapters whose code is cached.")
+@options.jobs
+@options.force
 @click.option(
     "--record-durations",
     is_flag=True,

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from chapters_support.book import Book, BookError
+from chapters_support.cli import options
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -40,7 +41,7 @@ def add_to_toc(toc_path: Path, slug: str) -> None:
 @click.command("new")
 @click.argument("slug")
 @click.option("--title", required=True, help="The chapter's title.")
-@click.option("--book", "book_dir", default="book", show_default=True, help="The book's folder.")
+@options.book
 def command(slug: str, title: str, book_dir: str) -> None:
     """Create BOOK/SLUG.md from the chapter template and list it in _toc.yml."""
     if not SLUG_RE.match(slug):

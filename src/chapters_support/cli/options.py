@@ -1,0 +1,18 @@
+"""Options several subcommands share, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+book = click.option(
+    "--book", "book_dir", default="book", show_default=True, help="The book's folder."
+)
+cache = click.option(
+    "--cache", type=click.Path(path_type=Path), help="jupyter-cache folder [default: the book's]."
+)
+jobs = click.option(
+    "-j", "--jobs", type=int, default=None, help="Kernels at once [default: one per core]."
+)
+force = click.option("--force", is_flag=True, help="Re-execute even chapters whose code is cached.")
