@@ -267,8 +267,11 @@ def _collect(cache: Any, chapter: Chapter, reason: str, future: cf.Future) -> Ou
 
     try:
         raw = future.result()
-    except Exception as exc:  # the worker process itself died
+    except cf.process.BrokenProcessPool as exc:  # the worker process itself was killed
         failure = Failure(kind="dead_kernel", message=f"the execution worker died: {exc}")
+        return Outcome(chapter, reason, 0.0, failure=failure)
+    except Exception as exc:  # a bug on our side of the kernel, reported as such
+        failure = Failure(kind="error", message=f"{type(exc).__name__}: {exc}")
         return Outcome(chapter, reason, 0.0, failure=failure)
     executed = nbformat.reads(raw["notebook"], as_version=4)
     merged = merge_outputs(chapter.notebook, executed)
