@@ -91,6 +91,25 @@ def without_extension(text: str) -> str:
     return edited
 
 
+def as_plain_book(root: Path) -> None:
+    """The same book for stock Jupyter Book: our extension off, each ``{derivation}`` an
+    ``{admonition}`` with the same title, label and body, so both render the same content."""
+    set_config(root, without_extension)
+    for chapter in root.rglob("*.md"):
+        text = chapter.read_text(encoding="utf-8")
+        plain = re.sub(
+            r"^(`{3,}|:{3,})\{derivation\}[ \t]*(.*)\n:label:[ \t]*(\S+)[ \t]*\n",
+            lambda m: (
+                f"{m.group(1)}{{admonition}} {m.group(2) or 'Derivation'}\n:name: {m.group(3)}\n"
+            ),
+            text,
+            flags=re.M,
+        )
+        plain = re.sub(r"^(`{3,}|:{3,})\{derivation-status\}[ \t]*\n\1\n", "", plain, flags=re.M)
+        if plain != text:
+            chapter.write_text(plain, encoding="utf-8")
+
+
 def with_jobs(jobs: int) -> Callable[[str], str]:
     def edit(text: str) -> str:
         return text.replace("  config:\n", f"  config:\n    chapters_jobs: {jobs}\n", 1)
@@ -171,7 +190,7 @@ def run(book: Path, *, pdf: bool = True, log: Callable[[str], None] = print) -> 
         log("2/5 no-change rebuild, and a plain Jupyter Book build with execution off")
         unchanged = run_build(main)
         plain = copy_book(book, work / "plain")
-        set_config(plain, without_extension)
+        as_plain_book(plain)
         set_config(plain, lambda t: t.replace("execute_notebooks: cache", "execute_notebooks: off"))
         plain_cold = run_build(plain)
         plain_unchanged = run_build(plain)
@@ -206,7 +225,7 @@ def run(book: Path, *, pdf: bool = True, log: Callable[[str], None] = print) -> 
             for variant in ("with", "without"):
                 root = copy_book(book, work / f"{variant}-{repeat}", cache_from=cache)
                 if variant == "without":
-                    set_config(root, without_extension)
+                    as_plain_book(root)
                 build = run_build(root)
                 if variant == "with" and build.kernels:
                     raise RuntimeError(
@@ -238,7 +257,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     edits, ext = results["edits"], results["extension_overhead"]
     return [
         {
-            "target": "cold execute speedup >= 1.7x",
+            "target": "cold execute (execution phase) speedup >= 1.7x",
             "value": f"{cold['speedup']:.2f}x",
             "met": cold["speedup"] >= 1.7,
         },

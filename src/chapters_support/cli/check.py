@@ -50,6 +50,7 @@ def run_chapters(
 ) -> Any:
     """Execute what is not cached, with a progress bar; returns the ExecutionReport."""
     from chapters_support.execution import execute, plan
+    from chapters_support.execution.shards import load_durations
 
     todo, _ = plan(chapters, cache, force=force)
     with Progress(
@@ -83,6 +84,7 @@ def run_chapters(
             require_cache=require_cache,
             on_start=started,
             on_done=done,
+            durations=load_durations(book.root),
         )
 
 

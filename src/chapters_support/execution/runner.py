@@ -14,7 +14,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,6 +223,7 @@ def execute(
     require_cache: bool = False,
     on_start: Callable[[Chapter, str], None] | None = None,
     on_done: Callable[[Outcome], None] | None = None,
+    durations: Mapping[str, float] | None = None,
 ) -> ExecutionReport:
     """Execute every chapter whose code is not cached, longest first, ``jobs`` at a time."""
     started = time.perf_counter()
@@ -233,9 +234,16 @@ def execute(
     if require_cache:
         raise RequireCacheError(todo)
     cache = _cache(cache_path)
-    durations = recorded_seconds(cache)
+    recorded = recorded_seconds(cache)
+
+    def expected(chapter: Chapter) -> float:
+        # the cache's own record, else the committed durations (a cold cache), else a guess
+        if chapter.path.name in recorded:
+            return recorded[chapter.path.name]
+        return (durations or {}).get(chapter.docname, DEFAULT_EXECUTION_SECONDS)
+
     # longest first, so a long chapter does not start last (dynamic balancing by the pool)
-    todo.sort(key=lambda item: -durations.get(item[0].path.name, DEFAULT_EXECUTION_SECONDS))
+    todo.sort(key=lambda item: (-expected(item[0]), item[0].docname))
     workers = max(1, min(report.jobs, len(todo)))
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:

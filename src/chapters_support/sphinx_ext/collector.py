@@ -32,6 +32,8 @@ class ChecksCollector(EnvironmentCollector):
     """Collects derivations, check results and execution failures of each document."""
 
     def clear_doc(self, app: Sphinx, env: BuildEnvironment, docname: str) -> None:
+        # called for every document re-read or removed: the status page must follow
+        app.chapters_env_changed = True
         ensure_env(env)
         for attr in _ATTRS:
             getattr(env, attr).pop(docname, None)

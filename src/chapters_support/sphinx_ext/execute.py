@@ -44,6 +44,7 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
         require_cache_from_env,
     )
     from chapters_support.execution.notebooks import has_code
+    from chapters_support.execution.shards import load_durations
 
     app.chapters_failures = {}
     cfg = config.get(app)
@@ -88,6 +89,7 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
             require_cache=cfg.require_cache or require_cache_from_env(),
             on_start=started,
             on_done=finished,
+            durations=load_durations(Path(app.srcdir)),
         )
     except RequireCacheError as error:
         raise ChaptersBuildError(str(error)) from None

@@ -20,7 +20,11 @@ logger = logging.getLogger(__name__)
 
 
 def status_docs_to_rewrite(app: Sphinx, env: Any) -> list[str]:
-    """``env-updated``: the status page depends on every chapter, so rewrite it each build."""
+    """``env-updated``: the status page depends on every chapter, so rewrite it whenever any
+    document was read or removed in this build (and only then: a no-change rebuild writes
+    nothing)."""
+    if not getattr(app, "chapters_env_changed", False):
+        return []
     return sorted(getattr(env, "chapters_status_docs", set()))
 
 
