@@ -72,7 +72,9 @@ def test_passing_book_has_badges_status_page_and_json(book_copy, build, data_reg
     assert again.returncode == 0, again.output
     assert "executing" not in again.output
     assert "0 added, 0 changed, 0 removed" in again.output  # no document is even re-read
-    assert "no targets are out of date." in again.output  # and none, not even the status page, rewritten
+    assert (
+        "no targets are out of date." in again.output
+    )  # and none, not even the status page, rewritten
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chapters_support.cli import bench, cache, check, execute, new
+    from chapters_support.cli import bench, cache, check, execute, new, publish
 
-    for module in (check, execute, cache, new, bench):
+    for module in (check, execute, cache, new, bench, publish):
         cli.add_command(module.command)
 
 

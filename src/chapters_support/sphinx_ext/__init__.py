@@ -25,7 +25,8 @@ def _add_static(app: Sphinx, config: Any) -> None:
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    from chapters_support.sphinx_ext import config, nodes
+    from chapters_support.publish import pages
+    from chapters_support.sphinx_ext import config, nodes, offline
     from chapters_support.sphinx_ext.collector import ChecksCollector
     from chapters_support.sphinx_ext.directives import (
         DerivationDirective,
@@ -54,6 +55,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-updated", status_docs_to_rewrite)
     app.connect("env-check-consistency", reset_assessment)
     app.connect("build-finished", finish)
+    offline.register(app)
+    pages.register(app)
     return {
         "version": __version__,
         "env_version": 1,

@@ -59,6 +59,39 @@ class ChaptersConfig:
             "rebuild": "",
         },
     )
+    offline: bool = dc.field(
+        default=True,
+        metadata={
+            "help": "Serve MathJax from the site itself and leave out thebe, so that no page "
+            "loads a script, style or font from another host.",
+            "rebuild": "html",
+        },
+    )
+    version: str = dc.field(
+        default="",
+        metadata={
+            "help": "The version this build is published as (``chapters publish`` sets it): "
+            "every page then shows the version switcher, a link to this version's PDF and an "
+            "Open in Colab link; it is also Sphinx's release (title page) when that is unset.",
+            "rebuild": "html",
+        },
+    )
+    switcher_json: str = dc.field(
+        default="../versions.json",
+        metadata={
+            "help": "URL of the version switcher's JSON, relative to the root of a version "
+            "(``chapters publish`` writes it beside the version folders).",
+            "rebuild": "html",
+        },
+    )
+    site_branch: str = dc.field(
+        default="gh-pages",
+        metadata={
+            "help": "Branch of ``repository.url`` that holds the published site, one folder "
+            "per version: Colab opens a chapter's executed notebook from there.",
+            "rebuild": "html",
+        },
+    )
 
 
 def register(app: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,15 @@ def status_docs_to_rewrite(app: Sphinx, env: Any) -> list[str]:
     return sorted(getattr(env, "chapters_status_docs", set()))
 
 
+def _generated() -> _dt.datetime:
+    """Now, or SOURCE_DATE_EPOCH when set (reproducible builds: a re-published version is
+    byte-identical)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.strip().isdigit():
+        return _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
 def report_data(app: Sphinx) -> dict[str, Any]:
     data = assessment(app)
     rows = []
@@ -47,7 +57,7 @@ def report_data(app: Sphinx) -> dict[str, Any]:
     return {
         "generator": f"chapters-support {__version__}",
         "project": app.config.project,
-        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated": _generated().isoformat(timespec="seconds"),
         "totals": totals(data["rows"]),
         "environments": environments(data["chapters"]),
         "chapters": [

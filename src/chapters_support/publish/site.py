@@ -1,0 +1,206 @@
+"""The versioned site: one folder per version, ``versions.json``, ``latest/`` and ``index.html``.
+
+::
+
+    site/
+      index.html          redirect to latest/ (or to the newest version)
+      versions.json       the version switcher's list
+      latest/             one redirect page per page of the preferred version
+      v1.0/               a whole version: HTML, derive-and-verify.pdf, _sources/*.ipynb
+      v1.1/
+
+Publishing a version writes its own folder and the shared files above, never another
+version's folder; it refuses to replace a published version without ``force``. A version is
+assembled in a staging folder beside the others, scanned for leaks, and only then renamed
+into place, so a failed publish leaves the site as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chapters_support.book import Book
+from chapters_support.publish.build import BuildError, build_version, source_date_epoch
+from chapters_support.publish.scan import Leak, scan_tree
+from chapters_support.publish.versions import (
+    ALIAS,
+    check_version,
+    preferred_version,
+    read_versions,
+    updated_versions,
+    write_versions,
+)
+
+# never published: tracebacks with machine paths (reports/), Sphinx's incremental-build stamp
+EXCLUDED = ("reports", ".buildinfo", ".doctrees")
+
+
+class PublishError(RuntimeError):
+    """Publishing stopped; the site is unchanged."""
+
+
+class LeakError(PublishError):
+    def __init__(self, leaks: Sequence[Leak]):
+        self.leaks = list(leaks)
+        shown = "\n".join(f"  {leak}" for leak in self.leaks[:40])
+        more = f"\n  ... and {len(self.leaks) - 40} more" if len(self.leaks) > 40 else ""
+        super().__init__(
+            f"the leak scan found {len(self.leaks)} problem(s); nothing was published:\n"
+            f"{shown}{more}"
+        )
+
+
+@dataclass
+class Published:
+    version: str
+    path: Path
+    pdf: Path
+    pages: int
+    preferred: str | None
+    seconds_html: float
+    seconds_pdf: float
+
+
+def redirect_page(url: str) -> str:
+    """A page that sends the reader to ``url``, keeping the #anchor (for deep links)."""
+    href = html.escape(url, quote=True)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>Redirecting to {href}</title>\n"
+        f'<link rel="canonical" href="{href}">\n'
+        f'<meta http-equiv="refresh" content="0; url={href}">\n'
+        f"<script>location.replace({json.dumps(url)} + location.search + location.hash)"
+        "</script>\n</head>\n"
+        f'<body><p>Redirecting to <a href="{href}">{href}</a>.</p></body>\n</html>\n'
+    )
+
+
+def stage(built_html: Path, pdf: Path, staging: Path, sde: str) -> None:
+    """The version's folder as it will be published, from the build output."""
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(built_html, staging, ignore=shutil.ignore_patterns(*EXCLUDED))
+    shutil.copyfile(pdf, staging / pdf.name)
+    report = staging / "derivations.json"
+    if report.is_file():
+        # the report's build time is the one volatile field: pin it to SOURCE_DATE_EPOCH
+        data = json.loads(report.read_text(encoding="utf-8"))
+        if "generated" in data:
+            when = _dt.datetime.fromtimestamp(int(sde), tz=_dt.timezone.utc)
+            data["generated"] = when.isoformat(timespec="seconds")
+            report.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def install(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``, replacing the old folder only once the new is ready."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _pages(folder: Path) -> list[str]:
+    """The HTML pages of a version; _static/ and the like hold template fragments."""
+    return [
+        page.relative_to(folder).as_posix()
+        for page in sorted(folder.rglob("*.html"))
+        if not any(part.startswith("_") for part in page.relative_to(folder).parts[:-1])
+    ]
+
+
+def write_alias(site: Path, version: str | None) -> None:
+    """``latest/``: for every page of the preferred version, a page redirecting to it."""
+    alias = site / ALIAS
+    if alias.exists():
+        shutil.rmtree(alias)
+    if version is None:
+        return
+    source = site / version
+    for relative in _pages(source):
+        depth = relative.count("/")
+        url = posixpath.join(*([".."] * (depth + 1)), version, relative)
+        out = alias / relative
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(redirect_page(url), encoding="utf-8")
+
+
+def write_root(site: Path, entries: list[dict]) -> None:
+    preferred = preferred_version(entries)
+    target = f"{ALIAS}/" if preferred else f"{entries[0]['version']}/"
+    (site / "index.html").write_text(redirect_page(target), encoding="utf-8")
+    # GitHub Pages runs Jekyll otherwise, which drops _static/, _sources/ and _images/
+    (site / ".nojekyll").write_text("", encoding="utf-8")
+
+
+def publish(
+    book_dir: str | Path,
+    version: str,
+    site: str | Path,
+    *,
+    latest: bool = False,
+    force: bool = False,
+    cache: Path | None = None,
+    base_url: str = "..",
+    allow: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> Published:
+    """Build the book's HTML and PDF as ``version`` and add them to ``site``."""
+    check_version(version)
+    book = Book.load(book_dir)
+    site = Path(site).resolve()
+    target = site / version
+    if target.exists() and not force:
+        raise PublishError(f"{version} is already published in {site}; pass --force to replace it")
+    entries = read_versions(site)
+    site.mkdir(parents=True, exist_ok=True)
+    staging = site / f".{version}.staging"
+    sde = source_date_epoch(book.root)
+    with tempfile.TemporaryDirectory(prefix="chapters-publish-") as tmp:
+        work = Path(tmp)
+        log(f"building {version} (HTML, then PDF) from {book.root.name}/ in {work}")
+        try:
+            built = build_version(book, work, version, cache=cache, sde=sde)
+        except BuildError as error:
+            raise PublishError(str(error)) from None
+        log(f"built: HTML in {built.seconds_html:.0f} s, PDF in {built.seconds_pdf:.0f} s")
+        try:
+            stage(built.html, built.pdf, staging, sde)
+            leaks = scan_tree(staging, extra=[built.tex], allow=allow)
+            if leaks:
+                raise LeakError(leaks)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    install(staging, target)
+    entries = updated_versions(entries, version, latest=latest, base_url=base_url)
+    write_versions(site, entries)
+    preferred = preferred_version(entries)
+    write_alias(site, preferred)
+    write_root(site, entries)
+    pages = len(_pages(target))
+    log(
+        f"published {version}: {pages} pages and {built.pdf.name} in {target}"
+        + (f"; {ALIAS}/ is {preferred}" if preferred else "")
+    )
+    return Published(
+        version=version,
+        path=target,
+        pdf=target / built.pdf.name,
+        pages=pages,
+        preferred=preferred,
+        seconds_html=built.seconds_html,
+        seconds_pdf=built.seconds_pdf,
+    )
