@@ -156,3 +156,21 @@ def test_execution_in_temp_keeps_the_book_folder_clean(book_copy):
     )
     assert main(["check", "--book", str(root)]) == 0
     assert not (root / "scratch.txt").exists()
+
+
+def test_source_index_skips_reparsing_only_unchanged_cached_chapters(book_copy):
+    from chapters_support.execution import read_chapter
+    from chapters_support.execution.index import SourceIndex
+
+    root = book_copy("test-pass")
+    assert main(["check", "--book", str(root)]) == 0
+    cache = root / "_build" / ".jupyter_cache"
+    source = root / "good.md"
+    index = SourceIndex(cache, salt="settings")
+    assert not index.is_cached(source)  # never seen
+    index.remember(source, read_chapter(source).notebook)
+    index.save()
+    assert SourceIndex(cache, salt="settings").is_cached(source)
+    assert not SourceIndex(cache, salt="other settings").is_cached(source)
+    source.write_text(source.read_text().replace("2 * X.T", "3 * X.T"))
+    assert not SourceIndex(cache, salt="settings").is_cached(source)  # the code changed

@@ -7,9 +7,8 @@
 - a launch menu with Open in Colab, which opens that notebook from the site branch of
   ``repository.url`` (Colab's ``/github/ORG/REPO/blob/BRANCH/PATH`` form).
 
-The notebook link appears in every build; the rest only when ``chapters_version`` is set,
-as ``chapters publish`` does, because only a published version has a PDF beside its pages
-and a notebook on the site branch.
+All of it only when ``chapters_version`` is set, as ``chapters publish`` does, because only
+a published version has a PDF beside its pages and a notebook on the site branch.
 """
 
 from __future__ import annotations
@@ -101,7 +100,9 @@ def publish_notebook(
 
     Written to ``_sources/<page>.ipynb``, where sphinx-book-theme's download menu links it.
     """
-    if app.builder.format != "html" or doctree is None:
+    # only a published version has the notebook on its site branch (and a Colab link to it);
+    # building it from the cache for every local build would cost every author time
+    if app.builder.format != "html" or doctree is None or not app.config.chapters_version:
         return
     notebook = _executed_notebook(app, pagename)
     if notebook is None:

@@ -10,6 +10,8 @@ failed is excluded from MyST-NB's execution (it would only fail again) and carri
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,6 +38,24 @@ def _excluded(path: Path, patterns: list[str]) -> bool:
     return any(posix.match(pattern) for pattern in patterns)
 
 
+def _parser_salt(env: BuildEnvironment) -> str:
+    """What besides a chapter's text decides its notebook (and so its cache key); sets are
+    sorted so the salt is the same in every process."""
+    nb_config = env.mystnb_config
+    settings = {
+        "myst": dataclasses.asdict(env.myst_config),
+        "kernel_aliases": nb_config.kernel_rgx_aliases,
+        "metadata_key": nb_config.metadata_key,
+    }
+    return json.dumps(settings, sort_keys=True, default=_stable)
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(map(str, value))
+    return repr(value)
+
+
 def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
     from chapters_support.execution import (
         RequireCacheError,
@@ -43,6 +63,7 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
         read_chapter,
         require_cache_from_env,
     )
+    from chapters_support.execution.index import SourceIndex
     from chapters_support.execution.notebooks import has_code
     from chapters_support.execution.shards import load_durations
 
@@ -51,17 +72,27 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
     nb_config = env.mystnb_config
     if nb_config.execution_mode == "off" or not cfg.execute:
         return
+    force = nb_config.execution_mode == "force"
+    index = SourceIndex(nb_config.execution_cache_path, salt=_parser_salt(env))
     chapters = []
+    known = 0
     for docname in sorted(docnames):
         path = Path(env.doc2path(docname))
         if path.suffix not in {".md", ".ipynb"} or _excluded(
             path, list(nb_config.execution_excludepatterns)
         ):
             continue
+        if not force and index.is_cached(path):
+            known += 1  # unchanged since it was cached: no need to parse it twice
+            continue
         chapter = read_chapter(path, docname, env.myst_config, nb_config)
         if chapter is not None and has_code(chapter):
             chapters.append(chapter)
     if not chapters:
+        if known:
+            logger.info(
+                bold("chapters: ") + f"all {known} chapter(s) from the cache; nothing executed"
+            )
         return
 
     def started(chapter: Any, reason: str) -> None:
@@ -85,7 +116,7 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
             chapters,
             nb_config.execution_cache_path,
             jobs=cfg.jobs or None,
-            force=nb_config.execution_mode == "force",
+            force=force,
             require_cache=cfg.require_cache or require_cache_from_env(),
             on_start=started,
             on_done=finished,
@@ -93,18 +124,20 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
         )
     except RequireCacheError as error:
         raise ChaptersBuildError(str(error)) from None
+    cached = len(report.cached) + known
     if report.executed:
         logger.info(
             bold("chapters: ") + f"executed {len(report.executed)} chapter(s) with "
             f"{min(report.jobs, len(report.executed))} "
-            f"kernel(s) in parallel in {report.wall_seconds:.1f} s; "
-            f"{len(report.cached)} from the cache"
+            f"kernel(s) in parallel in {report.wall_seconds:.1f} s; {cached} from the cache"
         )
-    else:
+    elif cached:
         logger.info(
-            bold("chapters: ")
-            + f"all {len(report.cached)} chapter(s) from the cache; nothing executed"
+            bold("chapters: ") + f"all {cached} chapter(s) from the cache; nothing executed"
         )
+    for chapter in [*report.cached, *(o.chapter for o in report.executed if o.succeeded)]:
+        index.remember(chapter.path, chapter.notebook)
+    index.save()
     app.chapters_report = report
     app.chapters_failures = {o.chapter.docname: o.failure.to_json() for o in report.failures}
     excluded = [PurePosixPath(o.chapter.path.as_posix()).as_posix() for o in report.failures]
