@@ -88,12 +88,6 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
         chapter = read_chapter(path, docname, env.myst_config, nb_config)
         if chapter is not None and has_code(chapter):
             chapters.append(chapter)
-    if not chapters:
-        if known:
-            logger.info(
-                bold("chapters: ") + f"all {known} chapter(s) from the cache; nothing executed"
-            )
-        return
 
     def started(chapter: Any, reason: str) -> None:
         logger.info(bold("chapters: ") + f"executing {chapter.docname} ({reason})")
