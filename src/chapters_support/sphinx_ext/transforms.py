@@ -113,12 +113,12 @@ class StatusTablePostTransform(SphinxPostTransform):
     default_priority = 8
 
     def run(self, **kwargs: Any) -> None:
-        placeholders = list(self.document.findall(DerivationStatusNode))
-        if not placeholders:
+        markers = list(self.document.findall(DerivationStatusNode))
+        if not markers:
             return
         data = assessment(self.app)
-        for placeholder in placeholders:
-            placeholder.replace_self(self.build(data))
+        for marker in markers:
+            marker.replace_self(self.build(data))
 
     @staticmethod
     def row(docname: str, row: dict[str, Any]) -> list[nodes.Node | str]:
