@@ -226,3 +226,11 @@ def test_device_says_plainly_where_it_runs(capsys, monkeypatch):
         assert out.startswith("Running on CPU (no CUDA device is visible to torch)")
     else:
         assert out.startswith("Running on CUDA:")
+
+
+def test_non_finite_samples_fail_the_statistic():
+    samples = torch.randn(1000, dtype=torch.float64)
+    samples[3] = float("nan")
+    result = check_statistic("nan-mean", samples, 0.0)
+    assert result.status == "fail"
+    assert result.message == "mean is not finite: 1 non-finite sample(s)"

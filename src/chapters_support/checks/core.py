@@ -509,53 +509,44 @@ def check_statistic(
         "expected": expected_value,
         "confidence": confidence,
     }
+    result_tol: config.Tolerance | None = None
     if not bool(torch.isfinite(x).all()) or not math.isfinite(expected_value):
         bad = int((~torch.isfinite(x)).sum())
         item.update(passed=False, max_abs_err=None, max_rel_err=None, ratio=None)
         item["problem"] = f"{bad} non-finite sample(s)" if bad else "expected is not finite"
-        _sync(dev)
-        return _finish(
-            label,
-            "statistic",
-            [item],
-            dtype,
-            dev,
-            time.perf_counter() - start,
-            None,
-            reason,
-            message=f"{statistic} is not finite: {item['problem']}",
-        )
-    mean = x.mean()
-    if statistic == "mean":
-        estimate = float(mean)
-        stderr = float(x.std(unbiased=True)) / math.sqrt(n)
+        message = f"{statistic} is not finite: {item['problem']}"
     else:
-        centred = x - mean
-        estimate = float(centred.pow(2).sum() / (n - 1))
-        m4 = float(centred.pow(4).mean())
-        # Var(s^2) ~ (m4 - sigma^4) / n for i.i.d. samples (large n)
-        stderr = math.sqrt(max(m4 - estimate**2, 0.0) / n)
-    error = abs(estimate - expected_value)
-    bound = z * stderr
-    ratio = error / bound if bound > 0 else (0.0 if error == 0 else math.inf)
-    passed = ratio <= 1.0
-    scale = abs(expected_value)
-    item.update(
-        passed=passed,
-        estimate=estimate,
-        stderr=stderr,
-        z=z,
-        max_abs_err=error,
-        max_rel_err=error / scale if scale > 0 else (0.0 if error == 0 else math.inf),
-        ratio=ratio,
-    )
-    message = (
-        f"{statistic} {estimate:.6g} vs expected {expected_value:.6g} over n={n}: "
-        f"|error| {error:.2e} {'≤' if passed else '>'} {z:.2f}·SE = {bound:.2e} "
-        f"({confidence:.4g} confidence, seed {seed})"
-    )
+        mean = x.mean()
+        if statistic == "mean":
+            estimate = float(mean)
+            stderr = float(x.std(unbiased=True)) / math.sqrt(n)
+        else:
+            centred = x - mean
+            estimate = float(centred.pow(2).sum() / (n - 1))
+            m4 = float(centred.pow(4).mean())
+            # Var(s^2) ~ (m4 - sigma^4) / n for i.i.d. samples (large n)
+            stderr = math.sqrt(max(m4 - estimate**2, 0.0) / n)
+        error = abs(estimate - expected_value)
+        bound = z * stderr
+        ratio = error / bound if bound > 0 else (0.0 if error == 0 else math.inf)
+        passed = ratio <= 1.0
+        scale = abs(expected_value)
+        item.update(
+            passed=passed,
+            estimate=estimate,
+            stderr=stderr,
+            z=z,
+            max_abs_err=error,
+            max_rel_err=error / scale if scale > 0 else (0.0 if error == 0 else math.inf),
+            ratio=ratio,
+        )
+        message = (
+            f"{statistic} {estimate:.6g} vs expected {expected_value:.6g} over n={n}: "
+            f"|error| {error:.2e} {'≤' if passed else '>'} {z:.2f}·SE = {bound:.2e} "
+            f"({confidence:.4g} confidence, seed {seed})"
+        )
+        result_tol = config.Tolerance(rtol=0.0, atol=bound)
     _sync(dev)
-    result_tol = config.Tolerance(rtol=0.0, atol=bound)
     return _finish(
         label,
         "statistic",
