@@ -174,3 +174,10 @@ def test_source_index_skips_reparsing_only_unchanged_cached_chapters(book_copy):
     assert not SourceIndex(cache, salt="other settings").is_cached(source)
     source.write_text(source.read_text().replace("2 * X.T", "3 * X.T"))
     assert not SourceIndex(cache, salt="settings").is_cached(source)  # the code changed
+
+
+def test_check_from_inside_the_book_folder(book_copy, monkeypatch, capsys):
+    root = book_copy("test-pass")
+    monkeypatch.chdir(root)  # as in the container, whose working directory is the book
+    assert main(["check"]) == 0
+    assert "2 derivations: 2 pass" in capsys.readouterr().out

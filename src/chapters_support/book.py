@@ -26,8 +26,9 @@ class Book:
     @classmethod
     def load(cls, root: str | Path = "book") -> Book:
         path = Path(root)
-        if not (path / "_config.yml").is_file() and (path / "book" / "_config.yml").is_file():
-            path = path / "book"
+        # the default also works from inside the book (the container's working directory)
+        candidates = [path, path / "book", *([Path(".")] if str(root) == "book" else [])]
+        path = next((c for c in candidates if (c / "_config.yml").is_file()), path)
         if not (path / "_config.yml").is_file():
             raise BookError(
                 f"{path}: no _config.yml here; pass --book DIR (the folder of the book)"
