@@ -52,7 +52,8 @@ def run_chapters(
     from chapters_support.execution import execute, plan
     from chapters_support.execution.shards import load_durations
 
-    todo, _ = plan(chapters, cache, force=force)
+    planned = plan(chapters, cache, force=force)
+    todo = planned[0]
     with Progress(
         TextColumn("[bold]executing"),
         BarColumn(),
@@ -85,6 +86,7 @@ def run_chapters(
             on_start=started,
             on_done=done,
             durations=load_durations(book.root),
+            planned=planned,
         )
 
 

@@ -224,10 +224,15 @@ def execute(
     on_start: Callable[[Chapter, str], None] | None = None,
     on_done: Callable[[Outcome], None] | None = None,
     durations: Mapping[str, float] | None = None,
+    planned: tuple[list[tuple[Chapter, str]], list[Chapter]] | None = None,
 ) -> ExecutionReport:
-    """Execute every chapter whose code is not cached, longest first, ``jobs`` at a time."""
+    """Execute every chapter whose code is not cached, longest first, ``jobs`` at a time.
+
+    ``planned`` is the caller's own ``plan(...)`` of the same chapters, so they are not
+    hashed and looked up a second time.
+    """
     started = time.perf_counter()
-    todo, hits = plan(chapters, cache_path, force=force)
+    todo, hits = planned if planned is not None else plan(chapters, cache_path, force=force)
     report = ExecutionReport(cached=hits, jobs=jobs or default_jobs())
     if not todo:
         return report
@@ -246,13 +251,14 @@ def execute(
     todo.sort(key=lambda item: (-expected(item[0]), item[0].docname))
     workers = max(1, min(report.jobs, len(todo)))
     context = multiprocessing.get_context("spawn")
+    env = kernel_env(workers)
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {}
         for chapter, reason in todo:
             if on_start is not None:
                 on_start(chapter, reason)
             payload = {
-                "env": kernel_env(workers),
+                "env": env,
                 "notebook": nbformat.writes(chapter.notebook),
                 "timeout": chapter.timeout if chapter.timeout is not None else -1,
                 "kernel_name": chapter.kernel_name,
