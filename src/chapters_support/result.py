@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MIME_TYPE = "application/vnd.chapters-support.check+json"
+# the chapter file a kernel executes, set by the runner: step checks read their maths there
+SOURCE_ENV = "CHAPTERS_SOURCE"
 SCHEMA_VERSION = 1
 
 PASS = "pass"
@@ -43,6 +45,8 @@ class CheckResult:
     # one entry per compared tensor (gradient name, dict key, or statistic)
     items: list[dict[str, Any]] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    # a steps check: the digest of the derivation's maths it read (a stale cache shows)
+    digest: str | None = None
     schema: int = SCHEMA_VERSION
 
     @property
@@ -107,6 +111,42 @@ class CheckResult:
             rf"\textbf{{{self.status.upper()}}} \texttt{{{latex_escape(self.label)}}}: "
             f"{latex_escape(self.message)}"
         )
+
+
+# the verdict of one step of a derivation (check_steps): the claims are those that assert
+# something; a definition or a condition is listed but never counted
+STEP_PASS = "pass"
+STEP_FAIL = "fail"
+STEP_DEFINES = "defines"
+STEP_CONDITION = "condition"
+STEP_UNSUPPORTED = "unsupported"
+STEP_UNBOUND = "unbound"
+STEP_EXCLUDED = "excluded"
+CLAIM_STATUSES = (STEP_PASS, STEP_FAIL, STEP_UNSUPPORTED, STEP_UNBOUND, STEP_EXCLUDED)
+
+
+def summarize_steps(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of a steps result's items: claims and passes, display and inline apart."""
+    out: dict[str, Any] = {k: 0 for k in CLAIM_STATUSES}
+    out.update(defines=0, conditions=0, claims=0, steps=len(items), first_fail=None)
+    out["display"] = {"claims": 0, "pass": 0}
+    out["inline"] = {"claims": 0, "pass": 0}
+    for item in items:
+        status = item.get("status")
+        if status == STEP_DEFINES:
+            out["defines"] += 1
+        elif status == STEP_CONDITION:
+            out["conditions"] += 1
+        elif status in CLAIM_STATUSES:
+            out[status] += 1
+            out["claims"] += 1
+            where = out["display" if item.get("display") else "inline"]
+            where["claims"] += 1
+            if status == STEP_PASS:
+                where["pass"] += 1
+            if status == STEP_FAIL and out["first_fail"] is None:
+                out["first_fail"] = item.get("step")
+    return out
 
 
 def format_seconds(seconds: float) -> str:

@@ -12,7 +12,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chapters_support.result import FAIL, PASS, UNVERIFIED, format_error
+from chapters_support.result import (
+    FAIL,
+    PASS,
+    STEP_FAIL,
+    STEP_PASS,
+    UNVERIFIED,
+    format_error,
+    summarize_steps,
+)
+
+STEPS_KIND = "steps"
+_REL_TEXT = {"<=": "\\le", ">=": "\\ge", "!=": "\\ne", "~=": "\\approx", "in": "\\in", "->": "\\to"}
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -51,9 +62,37 @@ class ChapterData:
     seconds: float | None = None
 
 
+def _steps_of(derivation: Mapping[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The step verdicts of a derivation: from its check_steps result, or, when nothing binds
+    it yet, the number of claims its text makes (all of them unchecked)."""
+    step_items = [
+        item for r in results if r.get("kind") == STEPS_KIND for item in r.get("items", [])
+    ]
+    if step_items:
+        summary = summarize_steps(step_items)
+        summary["bound"] = True
+        summary["final_checked"] = any(
+            i.get("final") and i.get("status") == STEP_PASS and i.get("reference")
+            for i in step_items
+        )
+        return {"summary": summary, "items": step_items}
+    claims = derivation.get("claims") or {}
+    display, inline = int(claims.get("display", 0)), int(claims.get("inline", 0))
+    summary = summarize_steps([])
+    summary.update(
+        bound=False,
+        claims=display + inline,
+        display={"claims": display, "pass": 0},
+        inline={"claims": inline, "pass": 0},
+        final_checked=False,
+    )
+    return {"summary": summary, "items": []}
+
+
 def _row(
     chapter: ChapterData, derivation: Mapping[str, Any], results: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    steps = _steps_of(derivation, results)
     row: dict[str, Any] = {
         "chapter": chapter.chapter,
         "chapter_title": chapter.title,
@@ -63,6 +102,8 @@ def _row(
         "number": derivation.get("number"),
         "line": derivation.get("line"),
         "checks": len(results),
+        "steps": steps["summary"],
+        "step_results": steps["items"],
     }
     if not results:
         row.update(status=UNVERIFIED, message="no check with this label ran")
@@ -84,12 +125,15 @@ def _row(
             row[key] = None
         return row
     failed = [r for r in results if r.get("status") != PASS]
+    # the numbers of the row are those of its checks against torch; a steps check adds its
+    # verdict, and its numbers only when it is the derivation's only check
+    numeric = [r for r in results if r.get("kind") != STEPS_KIND] or results
 
     def worst(key: str) -> float | None:
-        values = [r[key] for r in results if r.get(key) is not None]
+        values = [r[key] for r in numeric if r.get(key) is not None]
         return max(values) if values else None
 
-    decisive = max(results, key=lambda r: (r.get("status") != PASS, r.get("ratio") or 0.0))
+    decisive = max(numeric, key=lambda r: (r.get("status") != PASS, r.get("ratio") or 0.0))
     row.update(
         status=FAIL if failed else PASS,
         message="; ".join(r.get("message", "") for r in (failed or [decisive])),
@@ -151,18 +195,40 @@ def assess(chapters: Iterable[ChapterData]) -> tuple[list[dict[str, Any]], list[
             labels.add(label)
             row = _row(chapter, derivation, by_label.get(label, []))
             rows.append(row)
-            if row["status"] == FAIL:
+            failing_checks = [
+                r
+                for r in by_label.get(label, [])
+                if r.get("status") != PASS and r.get("kind") != STEPS_KIND
+            ]
+            if failing_checks:
                 problems.append(
                     Problem(
                         "check_failed",
                         chapter.chapter,
-                        f"derivation {label!r} FAILS its check: {row['message']}",
+                        f"derivation {label!r} FAILS its check: "
+                        + "; ".join(r.get("message", "") for r in failing_checks),
                         label,
                         derivation.get("line"),
                         where,
                     )
                 )
-            elif row["status"] == UNVERIFIED:
+            total = len(row["step_results"])
+            for item in row["step_results"]:
+                if item.get("status") != STEP_FAIL:
+                    continue
+                rel = _REL_TEXT.get(item.get("rel", "="), item.get("rel", "="))
+                problems.append(
+                    Problem(
+                        "step_failed",
+                        chapter.chapter,
+                        f"derivation {label!r} step {item.get('step')} of {total} FAILS: "
+                        f"{item.get('lhs')} {rel} {item.get('rhs')} — {item.get('detail')}",
+                        label,
+                        item.get("line"),
+                        where,
+                    )
+                )
+            if row["status"] == UNVERIFIED:
                 problems.append(
                     Problem(
                         "unverified",
@@ -233,8 +299,13 @@ def environments(chapters: Iterable[ChapterData]) -> list[dict[str, Any]]:
 
 
 def badge_text(row: Mapping[str, Any]) -> str:
-    """The words on a badge: the status, and for a FAIL the numbers that failed."""
+    """The words on a badge: the status, the steps that hold, and for a FAIL what failed."""
     status = str(row["status"]).upper()
+    steps = row.get("steps") or {}
+    if steps.get("first_fail") is not None:
+        return f"{status} · step {steps['first_fail']} of {steps['steps']}"
+    if row["status"] == PASS and steps.get("bound"):
+        return f"{status} · steps {steps['pass']}/{steps['claims']}"
     if row["status"] == FAIL and row.get("ratio") is not None:
         return f"{status} · error/tolerance {row['ratio']:.2g}"
     if row["status"] == FAIL:
@@ -246,3 +317,48 @@ def error_summary(row: Mapping[str, Any]) -> str:
     if row.get("max_abs_err") is None and row.get("ratio") is None:
         return "–"
     return f"abs {format_error(row.get('max_abs_err'))}, rel {format_error(row.get('max_rel_err'))}"
+
+
+def step_coverage(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Claims that PASS over all claims, display and inline apart (unbound ones count too)."""
+    out: dict[str, Any] = {"display": {"claims": 0, "pass": 0}, "inline": {"claims": 0, "pass": 0}}
+    bound = 0
+    derivations = 0
+    for row in rows:
+        steps = row.get("steps") or {}
+        derivations += 1
+        bound += bool(steps.get("bound"))
+        for kind in ("display", "inline"):
+            part = steps.get(kind) or {}
+            out[kind]["claims"] += int(part.get("claims", 0))
+            out[kind]["pass"] += int(part.get("pass", 0))
+    claims = out["display"]["claims"] + out["inline"]["claims"]
+    passed = out["display"]["pass"] + out["inline"]["pass"]
+    out.update(claims=claims, pass_=passed, bound=bound, derivations=derivations)
+    out["pass"] = out.pop("pass_")
+    for part in (out, out["display"], out["inline"]):
+        part["coverage"] = part["pass"] / part["claims"] if part["claims"] else None
+    return out
+
+
+def coverage_text(coverage: Mapping[str, Any]) -> str:
+    def pct(part: Mapping[str, Any]) -> str:
+        value = part.get("coverage")
+        return f"{part['pass']}/{part['claims']} ({value:.0%})" if value is not None else "0/0"
+
+    return (
+        f"steps: {pct(coverage)} of the claims PASS — display {pct(coverage['display'])}, "
+        f"inline {pct(coverage['inline'])}; {coverage['bound']} of {coverage['derivations']} "
+        "derivations bound"
+    )
+
+
+def steps_text(row: Mapping[str, Any]) -> str:
+    """The status table's steps cell: ``8/8``, ``FAIL at 3 · 5/8``, ``not bound · 12 claims``."""
+    steps = row.get("steps") or {}
+    if not steps.get("bound"):
+        return f"not bound · {steps.get('claims', 0)} claims" if steps.get("claims") else "–"
+    text = f"{steps['pass']}/{steps['claims']}"
+    if steps.get("first_fail") is not None:
+        text = f"FAIL at step {steps['first_fail']} · {text}"
+    return text

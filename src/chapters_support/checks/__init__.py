@@ -9,9 +9,11 @@ from chapters_support.checks.core import (
     check_statistic,
 )
 from chapters_support.checks.device import device
+from chapters_support.checks.steps import Bindings, check_steps, fixed, points, reference
 from chapters_support.result import CheckResult
 
 __all__ = [
+    "Bindings",
     "CheckInputError",
     "CheckResult",
     "TautologyError",
@@ -19,5 +21,9 @@ __all__ = [
     "check_close",
     "check_gradient",
     "check_statistic",
+    "check_steps",
     "device",
+    "fixed",
+    "points",
+    "reference",
 ]

@@ -13,9 +13,27 @@ from rich.table import Table
 from chapters_support.book import Book, BookError
 from chapters_support.cli import options
 from chapters_support.result import FAIL, PASS, format_seconds, results_from_outputs
-from chapters_support.verdict import ChapterData, assess, describe_failure, totals
+from chapters_support.verdict import (
+    _REL_TEXT,
+    ChapterData,
+    assess,
+    coverage_text,
+    describe_failure,
+    step_coverage,
+    steps_text,
+    totals,
+)
 
 _STYLE = {PASS: "bold green", FAIL: "bold red", "unverified": "bold yellow"}
+_STEP_STYLE = {
+    "pass": "green",
+    "fail": "bold red",
+    "unsupported": "yellow",
+    "unbound": "yellow",
+    "excluded": "magenta",
+    "defines": "dim",
+    "condition": "dim",
+}
 
 
 def load_chapters(book: Book, names: tuple[str, ...]) -> list[Any]:
@@ -131,6 +149,12 @@ def chapter_data(book: Book, chapters: list[Any], report: Any, cache: Path) -> l
     envvar="CHAPTERS_REQUIRE_CACHE",
     help="Fail instead of executing a chapter that is not cached.",
 )
+@click.option(
+    "--steps",
+    "show_steps",
+    is_flag=True,
+    help="List every step of every derivation (each relation of its maths) with its verdict.",
+)
 def command(
     chapters: tuple[str, ...],
     book_dir: str,
@@ -138,6 +162,7 @@ def command(
     jobs: int | None,
     force: bool,
     require_cache: bool,
+    show_steps: bool,
 ) -> None:
     """Execute CHAPTERS (default: every chapter of the book) and check every derivation.
 
@@ -165,7 +190,7 @@ def command(
     rows, problems = assess(data)
 
     table = Table(title="Derivations", title_justify="left")
-    for column in ("Chapter", "Derivation", "Status", "Error / tolerance", "Seconds"):
+    for column in ("Chapter", "Derivation", "Status", "Steps", "Error / tolerance", "Seconds"):
         table.add_column(
             column, justify="right" if column in {"Seconds", "Error / tolerance"} else "left"
         )
@@ -176,18 +201,49 @@ def command(
             row["source"],
             row["label"],
             f"[{_STYLE[row['status']]}]{row['status'].upper()}[/]",
+            steps_text(row),
             ratio,
             seconds,
         )
     console.print(table)
+    if show_steps:
+        for row in rows:
+            print_steps(console, row)
     count = totals(rows)
     console.print(
         f"{count['total']} derivations: [green]{count[PASS]} pass[/], [red]{count[FAIL]} fail[/], "
         f"[yellow]{count['unverified']} unverified[/]; executed {len(report.executed)} chapter(s), "
         f"{len(report.cached)} from the cache"
     )
+    coverage = step_coverage(rows)
+    if coverage["claims"]:
+        console.print(coverage_text(coverage))
     if problems:
         console.print(f"[bold red]{len(problems)} problem(s):[/]")
         for problem in problems:
             console.print(f"  {problem}", markup=False)
         raise click.exceptions.Exit(1)
+
+
+def print_steps(console: Console, row: dict[str, Any]) -> None:
+    """One derivation's steps: every relation of its maths, in reading order."""
+    items = row.get("step_results") or []
+    if not items:
+        claims = (row.get("steps") or {}).get("claims", 0)
+        console.print(f"[bold]{row['label']}[/]: no step check ({claims} claims in its text)")
+        return
+    table = Table(title=f"{row['source']} {row['label']}", title_justify="left", show_lines=False)
+    for column in ("#", "Line", "", "Step", "Verdict", "Detail"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        rel = _REL_TEXT.get(item["rel"], item["rel"])
+        style = _STEP_STYLE.get(item["status"], "")
+        table.add_row(
+            str(item["step"]),
+            str(item["line"]),
+            "display" if item["display"] else "inline",
+            f"{item['lhs']} {rel} {item['rhs']}",
+            f"[{style}]{item['status'].upper()}[/]",
+            item.get("detail") or "",
+        )
+    console.print(table)

@@ -26,6 +26,7 @@ from chapters_support.execution.notebooks import (
     Chapter,
     merge_outputs,
 )
+from chapters_support.result import SOURCE_ENV, results_from_outputs
 
 REQUIRE_CACHE_ENV = "CHAPTERS_REQUIRE_CACHE"
 
@@ -94,16 +95,47 @@ def _cache(path: str | Path) -> Any:
 
 
 def miss_reason(cache: Any, chapter: Chapter) -> str | None:
-    """None when the chapter's code is in the cache; else a sentence saying why not."""
+    """None when the chapter's code is in the cache and its cached step checks read the maths
+    the chapter has now; else a sentence saying why it must execute.
+
+    jupyter-cache keys a notebook on its code alone, so an edit of a derivation's LaTeX is a
+    cache hit; each step check records a digest of the maths it read, and a digest that no
+    longer matches the source makes the chapter run again (a prose edit keeps every digest).
+    """
     try:
-        cache.match_cache_notebook(chapter.notebook)
-        return None
+        record = cache.match_cache_notebook(chapter.notebook)
     except KeyError:
-        pass
+        record = None
+    if record is not None:
+        return stale_maths(cache, record, chapter)
     earlier = [r for r in cache.list_cache_records() if r.uri == str(chapter.path)]
     if earlier:
         return "code changed since the cached run"
     return "not in the cache yet"
+
+
+def stale_maths(cache: Any, record: Any, chapter: Chapter) -> str | None:
+    """Why the cached step results no longer match the chapter's maths, or None."""
+    from chapters_support.maths import extract
+
+    notebook = cache.get_cache_bundle(record.pk).nb
+    checked: dict[str, str] = {}
+    for cell in notebook.cells:
+        for result in results_from_outputs(cell.get("outputs", [])):
+            if result.kind == "steps" and result.digest:
+                checked[result.label] = result.digest
+    if not checked:
+        return None
+    try:
+        text = chapter.path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    now = {d.label: d.digest for d in extract.derivations(text)}
+    changed = sorted(label for label, digest in checked.items() if now.get(label) != digest)
+    if not changed:
+        return None
+    names = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return f"the maths of {names} changed since the cached run"
 
 
 def recorded_seconds(cache: Any) -> dict[str, float]:
@@ -258,7 +290,8 @@ def execute(
             if on_start is not None:
                 on_start(chapter, reason)
             payload = {
-                "env": env,
+                # the kernel's step checks read the chapter's own maths from its source
+                "env": {**env, SOURCE_ENV: str(chapter.path)},
                 "notebook": nbformat.writes(chapter.notebook),
                 "timeout": chapter.timeout if chapter.timeout is not None else -1,
                 "kernel_name": chapter.kernel_name,

@@ -55,6 +55,7 @@ class ChecksCollector(EnvironmentCollector):
         env = app.env
         ensure_env(env)
         docname = env.docname
+        claims = _claims_by_label(env, docname)
         derivations = [
             {
                 "label": node["label"],
@@ -62,6 +63,7 @@ class ChecksCollector(EnvironmentCollector):
                 "number": node["number"],
                 "anchor": node["anchor"],
                 "line": node.line,
+                "claims": claims.get(node["label"], {}),
             }
             for node in doctree.findall(DerivationNode)
         ]
@@ -75,6 +77,23 @@ class ChecksCollector(EnvironmentCollector):
             env.chapters_failures[docname] = failures[0]
         if any(True for _ in doctree.findall(DerivationStatusNode)):
             env.chapters_status_docs.add(docname)
+
+
+def _claims_by_label(env: BuildEnvironment, docname: str) -> dict[str, dict[str, int]]:
+    """How many claims each derivation's text makes (counted when no step check binds it)."""
+    from chapters_support.maths import extract
+    from chapters_support.maths.parse import count_claims
+
+    path = Path(env.doc2path(docname))
+    if path.suffix != ".md" or not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if "{derivation}" not in text:
+        return {}
+    return {
+        d.label: count_claims([(m.text, m.display) for m in d.maths])
+        for d in extract.derivations(text)
+    }
 
 
 def book_chapters(env: BuildEnvironment) -> list[ChapterData]:

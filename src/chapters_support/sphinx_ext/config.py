@@ -52,6 +52,15 @@ class ChaptersConfig:
             "rebuild": "",
         },
     )
+    min_step_coverage: float = dc.field(
+        default=0.0,
+        metadata={
+            "help": "Fail the build when fewer than this fraction of the book's claims (every "
+            "relation of every derivation, display and inline) PASS their step check; raise it "
+            "as chapters are bound, so coverage only goes up.",
+            "rebuild": "",
+        },
+    )
     status_json: str = dc.field(
         default="derivations.json",
         metadata={

@@ -29,6 +29,11 @@ class DerivationBadgeNode(nodes.General, nodes.Inline, nodes.Element):
     """PASS / FAIL / UNVERIFIED, with the numbers; attributes ``status``, ``text``, ``tooltip``."""
 
 
+class StepFailureNode(nodes.General, nodes.Element):
+    """Beside a displayed equation whose step fails: which step, its two sides, the numbers.
+    Attributes ``title`` and ``text``."""
+
+
 class CheckResultNode(nodes.General, nodes.Element):
     """A check's output in a code cell; attribute ``result`` is CheckResult JSON."""
 
@@ -89,6 +94,14 @@ def visit_check_html(self: Any, node: CheckResultNode) -> None:
     raise nodes.SkipNode
 
 
+def visit_step_failure_html(self: Any, node: StepFailureNode) -> None:
+    self.body.append(
+        f'<div class="chapters-step-failure" role="note"><strong>{html.escape(node["title"])}'
+        f"</strong> {html.escape(node['text'])}</div>\n"
+    )
+    raise nodes.SkipNode
+
+
 # -- LaTeX -------------------------------------------------------------------------------------
 
 
@@ -126,6 +139,21 @@ def visit_check_latex(self: Any, node: CheckResultNode) -> None:
         f"\\texttt{{{latex_escape(result.label)}}}: {{\\small {latex_escape(result.message)} "
         f"({latex_escape(result.dtype)}, {latex_escape(result.device)})}}\\par\n"
     )
+    raise nodes.SkipNode
+
+
+def visit_step_failure_latex(self: Any, node: StepFailureNode) -> None:
+    colour = _LATEX_COLOURS["fail"]
+    self.body.append(
+        f"\n\\par\\noindent\\fcolorbox[rgb]{{{colour}}}{{1,1,1}}{{\\parbox{{0.96\\linewidth}}{{"
+        f"\\textcolor[rgb]{{{colour}}}{{\\textbf{{{latex_escape(node['title'])}}} "
+        f"{{\\small {latex_escape(node['text'])}}}}}}}}}\\par\n"
+    )
+    raise nodes.SkipNode
+
+
+def visit_step_failure_text(self: Any, node: StepFailureNode) -> None:
+    self.add_text(f"[{node['title']} {node['text']}]")
     raise nodes.SkipNode
 
 
@@ -196,6 +224,14 @@ def register(app: Any) -> None:
         latex=(visit_check_latex, None),
         text=(visit_check_text, None),
         man=(visit_check_text, None),
+        texinfo=(_skip, None),
+    )
+    app.add_node(
+        StepFailureNode,
+        html=(visit_step_failure_html, None),
+        latex=(visit_step_failure_latex, None),
+        text=(visit_step_failure_text, None),
+        man=(visit_step_failure_text, None),
         texinfo=(_skip, None),
     )
     app.add_node(

@@ -15,7 +15,13 @@ from chapters_support import __version__
 from chapters_support.sphinx_ext import config
 from chapters_support.sphinx_ext.execute import ChaptersBuildError
 from chapters_support.sphinx_ext.transforms import assessment
-from chapters_support.verdict import environments, totals
+from chapters_support.verdict import (
+    Problem,
+    coverage_text,
+    environments,
+    step_coverage,
+    totals,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,7 @@ def report_data(app: Sphinx) -> dict[str, Any]:
         "project": app.config.project,
         "generated": _generated().isoformat(timespec="seconds"),
         "totals": totals(data["rows"]),
+        "steps": step_coverage(data["rows"]),
         "environments": environments(data["chapters"]),
         "chapters": [
             {
@@ -68,6 +75,7 @@ def report_data(app: Sphinx) -> dict[str, Any]:
                 "execution_seconds": c.seconds,
                 "failure": c.failure,
                 "derivations": len(c.derivations),
+                "steps": step_coverage(r for r in data["rows"] if r["chapter"] == c.chapter),
             }
             for c in data["chapters"]
         ],
@@ -83,9 +91,28 @@ def finish(app: Sphinx, exception: Exception | None) -> None:
     if app.builder.format == "html":
         out = Path(app.outdir) / cfg.status_json
         out.write_text(json.dumps(report_data(app), indent=2, default=str) + "\n", encoding="utf-8")
-    problems = assessment(app)["problems"]
+    rows = assessment(app)["rows"]
+    problems = list(assessment(app)["problems"])
+    coverage = step_coverage(rows)
+    if coverage["claims"]:
+        logger.info(f"chapters: {coverage_text(coverage)}")
+    if (
+        coverage["claims"]
+        and cfg.min_step_coverage
+        and (coverage["coverage"] or 0.0) < cfg.min_step_coverage
+    ):
+        problems.append(
+            Problem(
+                "step_coverage",
+                app.config.root_doc,
+                f"step coverage {coverage['pass']}/{coverage['claims']} = "
+                f"{coverage['coverage']:.1%} is below chapters_min_step_coverage "
+                f"{cfg.min_step_coverage:.1%}",
+                source=app.config.root_doc,
+            )
+        )
     if not problems:
-        count = totals(assessment(app)["rows"])
+        count = totals(rows)
         logger.info(f"chapters: all {count['total']} derivations verified (PASS)")
         return
     if not cfg.strict:

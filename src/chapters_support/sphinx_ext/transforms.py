@@ -14,19 +14,24 @@ from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.transforms.post_transforms import SphinxPostTransform
 
-from chapters_support.result import FAIL, PASS, UNVERIFIED, format_seconds
+from chapters_support.result import FAIL, PASS, STEP_FAIL, UNVERIFIED, format_seconds
 from chapters_support.sphinx_ext.collector import book_chapters, check_anchor
 from chapters_support.sphinx_ext.nodes import (
     DerivationBadgeNode,
     DerivationNode,
     DerivationStatusNode,
     DerivationTitleNode,
+    StepFailureNode,
 )
 from chapters_support.verdict import (
+    _REL_TEXT,
     assess,
     badge_text,
+    coverage_text,
     environments,
     error_summary,
+    step_coverage,
+    steps_text,
     totals,
 )
 
@@ -66,6 +71,33 @@ class CheckBadgePostTransform(SphinxPostTransform):
             for caption in node.findall(DerivationTitleNode):
                 caption += badge
                 break
+            _mark_failing_steps(node, row)
+
+
+def _mark_failing_steps(derivation: DerivationNode, row: dict[str, Any]) -> None:
+    """The reader sees which equation does not hold: the maths gets a class (outlined in
+    HTML) and a note with the step's two sides and the numbers follows it (HTML and PDF)."""
+    failing = [i for i in row.get("step_results") or [] if i.get("status") == STEP_FAIL]
+    if not failing:
+        return
+    total = len(row["step_results"])
+    maths = [n for n in derivation.findall(lambda n: isinstance(n, (nodes.math, nodes.math_block)))]
+    for item in failing:
+        wanted = " ".join(str(item.get("maths", "")).split())
+        target = next((m for m in maths if " ".join(m.astext().split()) == wanted), None)
+        if target is None:
+            continue
+        target["classes"].append("chapters-step-fail")
+        rel = _REL_TEXT.get(item.get("rel", "="), item.get("rel", "="))
+        note = StepFailureNode(
+            title=f"Step {item.get('step')} of {total} does not hold:",
+            text=f"{item.get('lhs')} {rel} {item.get('rhs')} — {item.get('detail')}",
+        )
+        anchor = target if isinstance(target, nodes.math_block) else target.parent
+        while anchor.parent is not None and not isinstance(anchor, nodes.Body):
+            anchor = anchor.parent
+        if anchor.parent is not None:
+            anchor.parent.insert(anchor.parent.index(anchor) + 1, note)
 
 
 def _xref(docname: str, target: str, text: str, reftype: str) -> nodes.Node:
@@ -132,6 +164,7 @@ class StatusTablePostTransform(SphinxPostTransform):
             str(row.get("number") or ""),
             _xref(docname, row["label"], row["title"] or row["label"], "ref"),
             status,
+            steps_text(row),
             error_summary(row),
             ratio,
             row.get("dtype") or "–",
@@ -149,6 +182,13 @@ class StatusTablePostTransform(SphinxPostTransform):
             f"{count[PASS]} pass, {count[FAIL]} fail, {count[UNVERIFIED]} unverified."
         )
         out: list[nodes.Node] = [summary]
+        coverage = step_coverage(rows)
+        out.append(
+            nodes.paragraph(
+                text=coverage_text(coverage)[0].upper() + coverage_text(coverage)[1:] + ".",
+                classes=["chapters-status-coverage"],
+            )
+        )
 
         env_list = nodes.bullet_list(classes=["chapters-status-environment"])
         for env in environments(chapters):
@@ -176,6 +216,12 @@ class StatusTablePostTransform(SphinxPostTransform):
                 if chapter.failure
                 else f"{sum(r['status'] == PASS for r in mine)}/{len(mine)} pass"
             )
+            mine_coverage = step_coverage(mine)
+            if mine_coverage["claims"]:
+                state += (
+                    f", steps {mine_coverage['pass']}/{mine_coverage['claims']}"
+                    f" ({mine_coverage['coverage']:.0%})"
+                )
             seconds = (
                 f", executed in {format_seconds(chapter.seconds)}"
                 if chapter.seconds is not None
@@ -190,6 +236,7 @@ class StatusTablePostTransform(SphinxPostTransform):
                             "#",
                             "Derivation",
                             "Status",
+                            "Steps",
                             "Max error",
                             "Error / tolerance",
                             "dtype",
