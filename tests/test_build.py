@@ -200,3 +200,119 @@ def test_a_book_without_the_extension_still_shows_verdicts_as_text(book_copy, bu
     assert built.returncode == 0, built.output  # the MIME plugin is global: other books must build
     page = built.page("good").get_text(" ")
     assert "PASS sq-grad: max abs err" in page
+
+
+# -- step checks: what the reader reads is what is checked ---------------------------------------
+
+
+def step_line(root, text: str) -> int:
+    return next(
+        n for n, t in enumerate((root / "steps.md").read_text().splitlines(), 1) if text in t
+    )
+
+
+def test_step_checks_show_in_badges_status_page_and_json(book_copy, build):
+    built = build(book_copy("test-steps"))
+    assert built.returncode == 0, built.output
+    assert (
+        "chapters: steps: 4/8 (50%) of the claims PASS — display 2/3 (67%), inline 2/5 (40%)"
+        in built.output
+    )
+
+    badge = built.page("steps").select_one(".chapters-derivation .chapters-badge")
+    assert badge.get_text() == "PASS · steps 4/5"
+    status = built.page("status")
+    coverage = status.select_one(".chapters-status-coverage").get_text(" ", strip=True)
+    assert coverage.startswith(
+        "Steps: 4/8 (50%) of the claims PASS"
+    )  # good.md's claims are not bound
+    headings = [h.get_text(" ", strip=True) for h in status.select(".chapters-status-chapter")]
+    assert any(h.startswith("Steps chapter — 1/1 pass, steps 4/5 (80%)") for h in headings)
+    table = status.select_one("table.chapters-status-table")
+    assert [th.get_text() for th in table.select("th")][3] == "Steps"
+    assert table.select("tbody tr td")[3].get_text(strip=True) == "4/5"
+
+    report = built.report()
+    row = next(r for r in report["derivations"] if r["label"] == "mse-grad")
+    assert [s["status"] for s in row["step_results"]] == [
+        "pass",
+        "pass",
+        "pass",
+        "pass",
+        "unsupported",
+    ]
+    assert row["steps"]["final_checked"] and row["steps"]["display"] == {"claims": 2, "pass": 2}
+    assert row["step_results"][2]["line"] == step_line(
+        built.root, r"&= \frac{2}{n}\mathbf{X}^\top\mathbf{r}"
+    )
+    assert report["steps"]["claims"] == 8 and report["steps"]["pass"] == 4
+
+
+def test_a_typo_in_the_maths_alone_reexecutes_that_chapter_and_fails_the_build(book_copy, build):
+    root = book_copy("test-steps")
+    assert build(root).returncode == 0
+    page = root / "steps.md"
+    right = r"&= \frac{2}{n}\mathbf{X}^\top\mathbf{r} ."
+    page.write_text(page.read_text().replace(right, r"&= \frac{1}{n}\mathbf{X}^\top\mathbf{r} ."))
+    built = build(root)
+    assert built.returncode != 0
+    # the code did not change: only the maths digest tells the cache that the chapter is stale
+    assert "executing steps (the maths of mse-grad changed since the cached run)" in built.output
+    assert "executing good" not in built.output
+    line = step_line(root, r"\frac{1}{n}\mathbf{X}^\top\mathbf{r} .")
+    assert re.search(
+        rf"steps\.md:{line}: derivation 'mse-grad' step 3 of 5 FAILS: "
+        r".*= \\frac\{1\}\{n\}\\mathbf\{X\}\^\\top\\mathbf\{r\} — the sides differ: max abs err \S+, rel err 5\.0e-01",
+        built.output,
+    ), built.output[-3000:]
+    html = built.page("steps")
+    assert (
+        html.select_one(".chapters-derivation .chapters-badge").get_text() == "FAIL · step 3 of 5"
+    )
+    marked = html.select_one(".chapters-derivation .chapters-step-fail")
+    assert marked is not None and "math" in marked["class"]
+    note = html.select_one(".chapters-step-failure").get_text(" ", strip=True)
+    assert note.startswith("Step 3 of 5 does not hold:") and "rel err 5.0e-01" in note
+
+    # the fix executes the chapter again; a prose edit after it executes nothing
+    page.write_text(page.read_text().replace(r"&= \frac{1}{n}\mathbf{X}^\top\mathbf{r} .", right))
+    fixed = build(root)
+    assert fixed.returncode == 0, fixed.output
+    assert "executing steps (the maths of mse-grad changed" in fixed.output
+    page.write_text(page.read_text().replace("Its shape is that of", "Its shape is the shape of"))
+    prose = build(root)
+    assert prose.returncode == 0, prose.output
+    assert "executing" not in prose.output
+
+
+def test_step_coverage_below_the_configured_floor_fails_the_build(book_copy, build):
+    root = book_copy("test-steps")
+    config = root / "_config.yml"
+    config.write_text(
+        config.read_text().replace(
+            "chapters_strict: true", "chapters_strict: true\n    chapters_min_step_coverage: 0.6"
+        )
+    )
+    built = build(root)
+    assert built.returncode != 0
+    assert "step coverage 4/8 = 50.0% is below chapters_min_step_coverage 60.0%" in built.output
+    config.write_text(config.read_text().replace("0.6", "0.5"))
+    assert build(root).returncode == 0
+
+
+def test_latex_builder_shows_the_failing_step(book_copy, build):
+    root = book_copy("test-steps")
+    page = root / "steps.md"
+    page.write_text(
+        page.read_text().replace(
+            r"&= \frac{2}{n}\mathbf{X}^\top\mathbf{r} .",
+            r"&= \frac{3}{n}\mathbf{X}^\top\mathbf{r} .",
+        )
+    )
+    config = root / "_config.yml"
+    config.write_text(config.read_text().replace("chapters_strict: true", "chapters_strict: false"))
+    built = build(root, "--builder", "latex")
+    assert built.returncode == 0, built.output
+    tex = next((built.root / "_build" / "latex").glob("*.tex")).read_text(encoding="utf-8")
+    assert r"\textbf{Step 3 of 5 does not hold:}" in tex
+    assert r"FAIL · step 3 of 5" in tex

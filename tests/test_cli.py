@@ -53,8 +53,12 @@ def test_new_scaffolds_a_chapter_that_passes(book_copy, capsys):
     toc = (root / "_toc.yml").read_text().splitlines()
     assert toc[-2:] == ["  - file: gradient-basics", "  - file: status"]  # status stays last
     capsys.readouterr()
-    assert main(["check", "--book", str(root), "gradient-basics"]) == 0
-    assert "1 pass" in capsys.readouterr().out
+    assert main(["check", "--book", str(root), "gradient-basics", "--steps"]) == 0
+    out = capsys.readouterr().out
+    assert "1 pass" in out
+    # the scaffold's derivation is step-checked from the start: both steps of its chain pass
+    assert "steps: 2/2 (100%) of the claims PASS — display 2/2 (100%), inline 0/0" in out
+    assert out.count("PASS") >= 3  # the derivation, and both steps in the --steps table
     # refuses to overwrite, and refuses a bad slug
     assert main(["new", "gradient-basics", "--title", "Again", "--book", str(root)]) == 1
     assert main(["new", "Bad Slug", "--title", "x", "--book", str(root)]) == 2
@@ -134,15 +138,22 @@ def test_toc_without_status_appends_after_last_file(tmp_path):
 def test_bench_counts_kernels_as_the_targets_say(book_copy):
     from chapters_support import bench
 
-    results = bench.run(book_copy("test-pass"), pdf=False, log=lambda line: None)
-    assert results["cold"]["chapters_executed"] == 1
+    results = bench.run(book_copy("test-steps"), pdf=False, log=lambda line: None)
+    assert results["cold"]["chapters_executed"] == 2
     assert results["no_change"]["kernels_started"] == 0
     assert results["edits"]["markdown_edit_executed"] == 0
     assert results["edits"]["code_edit_executed"] == 1
-    assert results["edits"]["code_edit_chapters"] == ["good"]
+    assert results["edits"]["code_edit_chapters"] == ["steps"]
+    # a maths-only edit executes exactly the chapter whose step checks read that maths
+    assert results["edits"]["maths_chapter"] == "steps"
+    assert results["edits"]["maths_edit_executed"] == 1
+    steps = results["step_checks"]
+    assert steps["checks"] == 1 and 0 < steps["steps_s"] < steps["execution_s"]
+    assert steps["parse"]["equations"] == 2
     table = bench.to_markdown(results)
     assert "| no-change rebuild starts 0 kernels | 0 | yes |" in table
     assert "| code edit in one chapter executes exactly 1 | 1 | yes |" in table
+    assert "| maths-only edit of a derivation executes exactly its chapter | 1 | yes |" in table
 
 
 def test_execution_in_temp_keeps_the_book_folder_clean(book_copy):

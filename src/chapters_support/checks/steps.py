@@ -31,6 +31,7 @@ from chapters_support.checks.core import (
 from chapters_support.checks.device import environment
 from chapters_support.maths import extract
 from chapters_support.maths.evaluate import (
+    ELEMENTWISE,
     BindingError,
     Entry,
     Env,
@@ -41,8 +42,6 @@ from chapters_support.maths.evaluate import (
     Val,
     callable_params,
     compare,
-    index_expressions,
-    index_letters,
     key_of,
     python_name,
     set_value,
@@ -115,8 +114,8 @@ class Bindings(Mapping[str, Any]):
 
     A value is a tensor or a number (redrawn for the second draw unless ``fixed``), or a
     function: bare in the maths it is called with the symbols its parameters name (by code
-    name: ``X_tilde`` for ``\\tilde{\\mathbf{X}}``, ``theta_star`` for ``\\theta^\\star``), applied in
-    the maths (``\\Phi(x)``) it is called with the arguments; a key with an index
+    name: ``X_tilde`` for ``\\tilde{\\mathbf{X}}``, ``theta_star`` for ``\\theta^\\star``),
+    applied in the maths (``\\Phi(x)``) it is called with the arguments; a key with an index
     (``\\mathbf{h}_t``) bound to ``lambda t, ...`` is a family, called with the index first.
     """
 
@@ -270,9 +269,10 @@ def _entries(label: str, bind: Mapping[str, Any]) -> dict[str, Entry]:
         elif not isinstance(value, (torch.Tensor, int, float)) or isinstance(value, bool):
             raise CheckInputError(
                 label,
-                f"{key!r} is bound to a {type(value).__name__}: bind a tensor, a number or a function",
+                f"{key!r} is bound to a {type(value).__name__}: bind a tensor, a number or a "
+                "function",
             )
-        spelling = name.spelling if kind != "family" else name.spelling
+        spelling = name.spelling
         entries[spelling] = Entry(
             key=spelling,
             name=name,
@@ -291,8 +291,9 @@ def _entries(label: str, bind: Mapping[str, Any]) -> dict[str, Entry]:
 
 
 def _definable(node: Node | None) -> tuple[str, Name, tuple[str, ...], tuple[str, ...]] | None:
-    """What a left side can define: ``r``, ``\\theta^\\star``, ``A_{ij}`` (entries), ``\\mathbf{e}_t``
-    (a family), ``u(x)`` (a function). Returns (kind, name, index names, parameters)."""
+    """What a left side can define: ``r``, ``\\theta^\\star``, ``A_{ij}`` (entries),
+    ``\\mathbf{e}_t`` (a family), ``u(x)`` (a function). Returns (kind, name, index names,
+    parameters)."""
     if isinstance(node, Name):
         if node.core.startswith("\\mathrm{d}"):
             return None
@@ -308,6 +309,9 @@ def _definable(node: Node | None) -> tuple[str, Name, tuple[str, ...], tuple[str
             return ("entrywise", base, names, ())
         return ("definition", node, (), ())
     if isinstance(node, Apply) and isinstance(node.func, Name) and not node.post:
+        func = node.func
+        if "prime" in func.decor or func.sub is None and func.spelling in ELEMENTWISE:
+            return None  # \\sigma'(x) = ... is a claim about a function the book knows
         if all(isinstance(a, Name) and a.sub is None for a in node.args):
             params = tuple(a.spelling for a in node.args)  # type: ignore[union-attr]
             return ("function", node.func, (), params)
@@ -432,7 +436,8 @@ def _apply_exclude(label: str, results: list[StepResult], exclude: Mapping[str, 
             if not step.excluded.strip():
                 raise CheckInputError(
                     label,
-                    f"line {result.maths.line_at(step.pos)}: '% unchecked:' needs a reason after the colon",
+                    f"line {result.maths.line_at(step.pos)}: '% unchecked:' needs a reason "
+                    "after the colon",
                 )
             result.status = EXCLUDED
             result.detail = step.excluded
@@ -763,9 +768,9 @@ def _refuse_tautology(
             raise TautologyError(
                 label,
                 f"line {result.maths.line_at(step.pos)}: {side_node.spelling} is bound to exactly "
-                f"what {step.rhs.text if side_node is step.lhs.node else step.lhs.text} computes, bit "
-                "for bit, so the step proves nothing; leave it unbound (the maths defines it) or "
-                "bind an independent value",
+                f"what {step.rhs.text if side_node is step.lhs.node else step.lhs.text} "
+                "computes, bit for bit, so the step proves nothing; leave it unbound (the maths "
+                "defines it) or bind an independent value",
             )
 
 

@@ -39,16 +39,19 @@ class SourceIndex:
         return self._cache
 
     def is_cached(self, source: Path) -> bool:
-        hashkey = self.entries.get(self.key(source))
-        if hashkey is None or not (self.path.parent / "global.db").is_file():
+        """The source's record is still the one remembered: a record written again since (a
+        re-execution with the same code, after a maths edit) makes the source read anew."""
+        remembered = self.entries.get(self.key(source))
+        if remembered is None or not (self.path.parent / "global.db").is_file():
             return False
+        hashkey, _, stamp = remembered.partition("@")
         from jupyter_cache.cache.db import NbCacheRecord
 
         try:
-            NbCacheRecord.record_from_hashkey(hashkey, self.cache.db)
+            record = NbCacheRecord.record_from_hashkey(hashkey, self.cache.db)
         except KeyError:
             return False
-        return True
+        return _stamp(record) == stamp
 
     def remember(self, source: Path, notebook: Any) -> None:
         """Record the cache key of a chapter that is now cached (read in full this build)."""
@@ -56,10 +59,15 @@ class SourceIndex:
             record = self.cache.match_cache_notebook(notebook)
         except KeyError:
             return
-        self.entries[self.key(source)] = record.hashkey
+        self.entries[self.key(source)] = f"{record.hashkey}@{_stamp(record)}"
 
     def save(self) -> None:
         if self.path.parent.is_dir():
             self.path.write_text(
                 json.dumps(self.entries, indent=1, sort_keys=True), encoding="utf-8"
             )
+
+
+def _stamp(record: Any) -> str:
+    # when the record was written: SQLite may give a rewritten record its old primary key
+    return record.created.isoformat() if record.created else ""

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import re
 import keyword
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,15 +100,16 @@ class Val:
         else:
             what = "a " + " x ".join(map(str, shape)) + (" matrix" if len(shape) == 2 else " array")
         if self.idx:
-            what += " for each " + ", ".join(i for i in self.idx if not i.startswith("@"))
-            what = what.rstrip("for each ").rstrip()
+            named = [i for i in self.idx if not i.startswith("@")]
+            if named:
+                what += " for each " + ", ".join(named)
         return what
 
 
 @dataclass
 class Lazy:
-    """``\\mathbf{1}``, ``\\mathbf{0}``, ``\\mathbf{I}`` (and what is built from them) before anything
-    fixes their size: ``make(rows, cols)`` builds the value once the shape is known, and
+    """``\\mathbf{1}``, ``\\mathbf{0}``, ``\\mathbf{I}`` (and what is built from them) before
+    anything fixes their size: ``make(rows, cols)`` builds the value once the shape is known, and
     ``rows``/``cols`` hold what is known already (``\\mathbf{1}`` is a column: ``cols == 1``)."""
 
     make: Callable[[int, int], Val]
@@ -125,7 +126,8 @@ class Lazy:
             and self.cols != cols
         ):
             raise ShapeError(
-                f"{self.what} is {_dims(self.rows, self.cols)} but meets {describe_shape((rows, cols))}"
+                f"{self.what} is {_dims(self.rows, self.cols)} but meets "
+                f"{describe_shape((rows, cols))}"
             )
         if self.square and rows != cols:
             raise ShapeError(
@@ -354,7 +356,7 @@ class Env:
         return None
 
     def find_base(self, name: Name) -> Entry | None:
-        """The symbol whose entries ``X_{ij}`` are (``\\mathbf{X}``), or the family ``x_t`` is of."""
+        """The symbol whose entries ``X_{ij}`` are (``\\mathbf{X}``)."""
         base = Name(core=name.core, bold=name.bold, decor=name.decor)
         for key in _variants(base):
             entry = self.entries.get(key)
@@ -396,7 +398,11 @@ class Env:
         seen = set() if seen is None else seen
         family = target.sub is not None or target.fam is not None
         for name in names_in(node):
-            if family and (name.sub is not None or name.fam is not None) and _same_base(name, target):
+            if (
+                family
+                and (name.sub is not None or name.fam is not None)
+                and _same_base(name, target)
+            ):
                 return True  # \mathbf{e}_t = \mathbf{e}_{t-1} - ...: a recurrence, no definition
             entry = self.find(name) or (self.find_base(name) if name.sub or name.fam else None)
             if entry is None or entry.key in seen:
@@ -796,7 +802,12 @@ class Evaluator:
         with self.differentiating():
             out = _as_val(self.apply_defined(entry, (leaf,)))
             jac = self.settle(_jacobian(out.t, leaf_t))
-        if out.body == 2 and point.body == 2 and out.body_shape[1] == 1 and point.body_shape[1] == 1:
+        if (
+            out.body == 2
+            and point.body == 2
+            and out.body_shape[1] == 1
+            and point.body_shape[1] == 1
+        ):
             return Val(jac.reshape(out.body_shape[0], point.body_shape[0]), (), 2)
         raise Unsupported(f"the Jacobian of {fname.spelling} of {out.describe()}")
 
@@ -829,7 +840,8 @@ class Evaluator:
             return value
         else:
             raise ShapeError(
-                f"{spelling}_{{...}} with {len(items)} index(es), but {spelling} is {value.describe()}"
+                f"{spelling}_{{...}} with {len(items)} index(es), but {spelling} is "
+                f"{value.describe()}"
             )
         indices = [self.index_value(item) for item in items]
         lead = len(value.idx)
@@ -1049,7 +1061,9 @@ class Evaluator:
             return self.post(self.call_name(func, node.args), node.post)
         # n(\bar{y} - \mu)^2, \delta_{ij}(\mathbf{A}\mathbf{x})_i: a value times a parenthesis
         if len(node.args) != 1:
-            raise Unsupported(f"{func.spelling}(...) with {len(node.args)} arguments, but it is a value")
+            raise Unsupported(
+                f"{func.spelling}(...) with {len(node.args)} arguments, but it is a value"
+            )
         return _product(self.resolve(func), self.post(self.eval(node.args[0]), node.post))
 
     def applies(self, func: Name) -> bool:
@@ -1090,8 +1104,8 @@ class Evaluator:
         entry = self.env.find(func)
         primes = sum(1 for d in func.decor if d == "prime")
         if entry is None and primes:
-            base = Name(core=func.core, bold=func.bold, decor=tuple(d for d in func.decor if d != "prime"),
-                        sub=func.sub, fam=func.fam)  # fmt: skip
+            unprimed = tuple(d for d in func.decor if d != "prime")
+            base = Name(core=func.core, bold=func.bold, decor=unprimed, sub=func.sub, fam=func.fam)
             return self.derivative_of(base, args, primes)
         if entry is None:
             if func.sub is None and func.spelling in ELEMENTWISE:
@@ -1105,7 +1119,8 @@ class Evaluator:
             )
         if entry.kind == "function-definition":
             if len(args) == len(entry.params) and all(
-                isinstance(a, Name) and a.spelling == p for a, p in zip(args, entry.params, strict=True)
+                isinstance(a, Name) and a.spelling == p
+                for a, p in zip(args, entry.params, strict=True)
             ):
                 # f(x) at its own parameters is the symbol f itself (overridable, as in ∂L/∂f)
                 return self.bare_definition(entry)
@@ -1150,7 +1165,8 @@ class Evaluator:
                 self.env.scope.pop()
 
     def derivative_of(self, base: Name, args: Sequence[Node], order: int) -> Val:
-        """``\\sigma'(x)``, ``\\phi'(\\mathbf{H})``, ``u'(x)``: an elementwise derivative, by autograd."""
+        """``\\sigma'(x)``, ``\\phi'(\\mathbf{H})``, ``u'(x)``: an elementwise derivative, by
+        autograd."""
         if len(args) != 1:
             raise Unsupported(f"the derivative of {base.spelling} of {len(args)} arguments")
         self.uses_partial = True
@@ -1159,7 +1175,7 @@ class Evaluator:
         point = Val(leaf, x.idx, x.body)
 
         def f(v: Val) -> Val:
-            return _as_val(self.call_name(base, (_Literal(v),)))
+            return _as_val(self.call_name(base, (_Literal(value=v),)))
 
         with self.differentiating():
             y = f(point)
@@ -1455,7 +1471,8 @@ class Evaluator:
                 t = t.reshape(t.shape[:n_lead] + (num_body[0], var_shape[0]))
                 return Val(t, out_idx, 2)
             raise Unsupported(
-                f"the derivative of {numerator.describe()} with respect to a {describe_shape(var_shape)}"
+                f"the derivative of {numerator.describe()} with respect to a "
+                f"{describe_shape(var_shape)}"
             )
         # entries: \partial x_j, \partial W_{pq}: name the variable's axes by the indices
         items = entries
@@ -1469,7 +1486,8 @@ class Evaluator:
             axes_count = len(items)
         else:
             raise ShapeError(
-                f"the derivative with respect to {wrt.spelling}: {len(items)} index(es) for {value.describe()}"
+                f"the derivative with respect to {wrt.spelling}: {len(items)} index(es) for "
+                f"{value.describe()}"
             )
         # move the numerator body to the end, the variable axes right after the numerator's idx
         nb = len(num_body)

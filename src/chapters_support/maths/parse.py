@@ -67,7 +67,8 @@ ACCENTS = {"hat": "hat", "widehat": "hat", "tilde": "tilde", "widetilde": "tilde
            "bar": "bar", "overline": "bar", "dot": "dot", "ddot": "ddot", "vec": "vec",
            "check": "check", "breve": "breve"}  # fmt: skip
 DECORATIONS = {"star": "star", "ast": "star", "*": "star", "uparrow": "up",
-               "downarrow": "down", "prime": "prime", "dagger": "dagger", "circ": "circ"}  # fmt: skip
+               "downarrow": "down", "prime": "prime", "dagger": "dagger",
+               "circ": "circ"}  # fmt: skip
 # functions written as macros (\exp x, \log(x), ...) and as \operatorname{...}
 FUNCTION_MACROS = {"exp", "log", "ln", "tanh", "sinh", "cosh", "sin", "cos", "tan", "det",
                    "max", "min", "arg", "sup", "inf", "lim", "Pr", "sgn", "erf"}  # fmt: skip
@@ -323,7 +324,8 @@ class Name(Node):
 
     @property
     def is_index_letter(self) -> bool:
-        """A lone italic letter (with primes), as indices are written: ``i``, ``j'``, ``\\alpha``."""
+        """A lone italic letter (with primes), as indices are written: ``i``, ``j'``,
+        ``\\alpha``."""
         return (
             self.sub is None
             and self.fam is None
@@ -335,8 +337,8 @@ class Name(Node):
 
 def spell_name(core: str, decor: Sequence[str], sub: str | None, fam: str | None) -> str:
     text = core + "'" * sum(1 for d in decor if d == "prime")
-    marks = "".join("\\" + {"star": "star", "up": "uparrow", "down": "downarrow",
-                            "dagger": "dagger"}.get(d, d) for d in decor if d != "prime")  # fmt: skip
+    macros = {"star": "star", "up": "uparrow", "down": "downarrow", "dagger": "dagger"}
+    marks = "".join("\\" + macros.get(d, d) for d in decor if d != "prime")
     if sub is not None:
         text += "_{" + sub + "}"
     if marks:
@@ -362,7 +364,9 @@ class Apply(Node):
 
     func: Node = field(default_factory=Node)  # Func, or Name (a bound callable / defined function)
     args: tuple[Node, ...] = ()
-    post: tuple[tuple[str, Any], ...] = ()  # ("pow", exponent) | ("transpose", None) | ("index", items)
+    post: tuple[
+        tuple[str, Any], ...
+    ] = ()  # ("pow", exponent) | ("transpose", None) | ("index", items)
 
 
 @dataclass(frozen=True)
@@ -412,8 +416,9 @@ class Reduce(Node):
 
 @dataclass(frozen=True)
 class Partial(Node):
-    """``\\frac{\\partial N}{\\partial D}``, ``\\partial N / \\partial D``, ``\\frac{\\partial}{\\partial D} N``
-    and ``\\mathrm{d}\\mathbf{W}``: evaluated by autograd, never by the author's code."""
+    """``\\frac{\\partial N}{\\partial D}``, ``\\partial N / \\partial D``,
+    ``\\frac{\\partial}{\\partial D} N`` and ``\\mathrm{d}\\mathbf{W}``: evaluated by autograd,
+    never by the author's code."""
 
     num: Node = field(default_factory=Node)
     wrt: tuple[Node, ...] = ()  # one entry per \partial in the denominator (second derivatives)
@@ -427,7 +432,8 @@ class Iverson(Node):
 
 @dataclass(frozen=True)
 class Block(Node):
-    """A block matrix or a stack: ``bmatrix``/``pmatrix`` rows, or ``[\\,\\mathbf{X} \\;\\; \\mathbf{1}\\,]``."""
+    """A block matrix or a stack: ``bmatrix``/``pmatrix`` rows, or
+    ``[\\,\\mathbf{X} \\;\\; \\mathbf{1}\\,]``."""
 
     rows: tuple[tuple[Node, ...], ...] = ()
 
@@ -964,7 +970,8 @@ class _Parser:
             raise Unsupported(f"\\right{closing} expected")
 
     def function_argument(self) -> Node:
-        """``\\log p_k``, ``\\tanh u(x)``, ``\\cosh x \\cosh x``: one factor (a sum takes the rest)."""
+        """``\\log p_k``, ``\\tanh u(x)``, ``\\cosh x \\cosh x``: one factor (a sum takes the
+        rest)."""
         if self.done() or not self.starts_factor():
             raise Unsupported("a function without its argument")
         if self.at_macro("sum", "prod"):
@@ -995,26 +1002,23 @@ class _Parser:
         order = _leading_partial_order(num_sig)
         if order is not None and _is_differential(den_sig):
             wrt = _differentials(den_sig)
-            if True:
-                rest = num_sig[_differential_prefix_len(num_sig) :]
-                if rest:
-                    numerator = _Parser(rest).parse_all()
-                else:
-                    # operator form: \frac{\partial}{\partial w_k} (expression that follows)
-                    numerator = self.term()
-                if order != len(wrt):
-                    raise Unsupported("a derivative whose orders do not match")
-                node: Node = Partial(tok.pos, tok.end, num=numerator, wrt=wrt)
-                if self.at_op("("):
-                    at = self.call_args()
-                    node = dataclasses.replace(node, at=at)
-                return node
+            rest = num_sig[_differential_prefix_len(num_sig) :]
+            # the operator form \frac{\partial}{\partial w_k} takes the expression that follows
+            numerator = _Parser(rest).parse_all() if rest else self.term()
+            if order != len(wrt):
+                raise Unsupported("a derivative whose orders do not match")
+            node: Node = Partial(tok.pos, tok.end, num=numerator, wrt=wrt)
+            if self.at_op("("):
+                at = self.call_args()
+                node = dataclasses.replace(node, at=at)
+            return node
         return Binary(
             tok.pos, tok.end, op="div", a=_Parser(num).parse_all(), b=_Parser(den).parse_all()
         )
 
     def inline_partial(self) -> Node:
-        """``\\partial L / \\partial \\mathbf{W}`` and ``\\partial^2 L / \\partial\\theta_j\\partial\\theta_k``."""
+        """``\\partial L / \\partial \\mathbf{W}`` and
+        ``\\partial^2 L / \\partial\\theta_j\\partial\\theta_k``."""
         start = self.i
         depth = 0
         stop = None
@@ -1117,8 +1121,8 @@ class _Parser:
         return Unary(tok.pos, 0, op="norm", x=inner, p=p)
 
     def bracket(self) -> Node:
-        """``[\\,u + \\alpha = j\\,]`` (Iverson), ``[\\,\\mathbf{X} \\;\\; \\mathbf{1}\\,]`` (a block row)
-        or plain brackets."""
+        """``[\\,u + \\alpha = j\\,]`` (Iverson), ``[\\,\\mathbf{X} \\;\\; \\mathbf{1}\\,]``
+        (a block row) or plain brackets."""
         tok = self.next()
         depth = 0
         j = self.i
@@ -1388,7 +1392,8 @@ def _differentials(toks: Sequence[Tok]) -> tuple[Node, ...]:
 
 
 def _leading_partial_order(toks: Sequence[Tok]) -> int | None:
-    """``\\partial`` (1), ``\\partial^2`` (2), ``d`` (1), ``\\mathrm{d}`` (1) at the start of a numerator."""
+    """``\\partial`` (1), ``\\partial^2`` (2), ``d`` (1), ``\\mathrm{d}`` (1) at the start of a
+    numerator."""
     if not toks:
         return None
     first = toks[0]
@@ -1824,7 +1829,12 @@ def _statement(text: str, toks: list[Tok], condition: bool) -> list[Statement]:
 def _starts_with_space(toks: Sequence[Tok]) -> bool:
     """``\\mathbb{R}^d \\to \\mathbb{R}^m``: the sides of a function's signature are sets."""
     sig = _significant(toks)
-    return bool(sig) and sig[0].kind == "macro" and sig[0].value == "mathbb"
+    return (
+        bool(sig)
+        and sig[0].kind == "macro"
+        and sig[0].value == "mathbb"
+        and (_spell_arg(sig[0]) == "R")
+    )
 
 
 def _side(text: str, toks: Sequence[Tok], in_set: bool = False) -> Side:

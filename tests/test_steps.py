@@ -1,0 +1,307 @@
+"""check_steps: the derivation's own LaTeX evaluated, step by step (kernel side, no Sphinx).
+
+Each test writes a small chapter and runs the check in this process, as a kernel would.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from chapters_support.checks import (
+    Bindings,
+    CheckInputError,
+    TautologyError,
+    check_steps,
+    fixed,
+    points,
+    reference,
+)
+
+f64 = {"dtype": torch.float64}
+
+
+def chapter(tmp_path: Path, body: str, label: str = "d", before: str = "") -> Path:
+    path = tmp_path / "chapter.md"
+    path.write_text(
+        f"# A chapter\n\n{textwrap.dedent(before)}\n\n```{{derivation}} The derivation\n"
+        f":label: {label}\n\n{textwrap.dedent(body).strip()}\n```\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def verdicts(result) -> list[tuple[str, str, str, str]]:
+    return [(i["lhs"], i["rel"], i["rhs"], i["status"]) for i in result.items]
+
+
+@pytest.fixture
+def linreg():
+    torch.manual_seed(0)
+    n, d = 12, 3
+    X = torch.randn(n, d, **f64) + 0.5
+    y = torch.randn(n, **f64)
+    w = torch.randn(d, **f64)
+    b = torch.tensor(0.7, **f64)
+
+    def loss(w, b, X, y):
+        return ((X @ w + b - y) ** 2).mean()
+
+    return Bindings(
+        {r"\mathbf{X}": X, r"\mathbf{y}": y, r"\mathbf{w}": w, "b": b, "n": n, "L": loss}
+    )
+
+
+GRADIENT = r"""
+With $\mathbf{r} = \mathbf{X}\mathbf{w} + b\mathbf{1} - \mathbf{y}$ the loss is $L = \frac{1}{n}\mathbf{r}^\top\mathbf{r}$, and
+
+$$
+\begin{aligned}
+\frac{\partial L}{\partial \mathbf{w}}
+&= \frac{1}{n}\left( 2\mathbf{X}^\top\mathbf{X}\mathbf{w} + 2b\,\mathbf{X}^\top\mathbf{1}
+  - 2\mathbf{X}^\top\mathbf{y} \right) \\
+&= \frac{2}{n}\mathbf{X}^\top\mathbf{r} .
+\end{aligned}
+$$
+"""
+
+
+def test_a_correct_chain_passes_every_step_against_autograd(tmp_path, linreg):
+    result = check_steps("d", linreg, source=chapter(tmp_path, GRADIENT))
+    assert result.passed and result.kind == "steps"
+    assert [v[3] for v in verdicts(result)] == ["defines", "pass", "pass", "pass"]
+    gradient = [i for i in result.items if i["lhs"].startswith(r"\frac{\partial")][0]
+    assert gradient["reference"] and gradient["draws"] == 2 and gradient["display"]
+    assert result.message.startswith("steps 3/3 pass (2/2 display, 1/1 inline")
+    assert result.digest
+
+
+def test_a_typo_in_the_displayed_latex_fails_naming_the_step_and_line(tmp_path, linreg):
+    wrong = GRADIENT.replace(
+        r"&= \frac{2}{n}\mathbf{X}^\top\mathbf{r}", r"&= \frac{1}{n}\mathbf{X}^\top\mathbf{r}"
+    )
+    path = chapter(tmp_path, wrong)
+    result = check_steps("d", linreg, source=path)
+    assert not result.passed
+    failing = [i for i in result.items if i["status"] == "fail"]
+    assert len(failing) == 1
+    line = next(
+        n
+        for n, t in enumerate(path.read_text().splitlines(), 1)
+        if r"\frac{1}{n}\mathbf{X}^\top\mathbf{r}" in t
+    )
+    assert failing[0]["line"] == line and failing[0]["step"] == 4
+    assert result.message.startswith(f"step 4 of 4 FAILS (line {line}): ")
+    assert "max abs err" in failing[0]["detail"] and "rel err 5.0e-01" in failing[0]["detail"]
+
+
+def test_a_factor_dropped_in_a_middle_aligned_row_fails_at_that_row(tmp_path, linreg):
+    text = r"""
+    $$
+    \begin{aligned}
+    n L &= \mathbf{r}^\top\mathbf{r} \\
+        &= \mathbf{w}^\top\mathbf{X}^\top\mathbf{X}\mathbf{w} + 2b\,\mathbf{1}^\top\mathbf{X}\mathbf{w}
+           - 2\mathbf{y}^\top\mathbf{X}\mathbf{w} + b^2 n - 2b\,\mathbf{1}^\top\mathbf{y} + \mathbf{y}^\top\mathbf{y} \\
+        &= (\mathbf{X}\mathbf{w} + b\mathbf{1} - \mathbf{y})^\top(\mathbf{X}\mathbf{w} + b\mathbf{1} - \mathbf{y})
+    \end{aligned}
+    $$
+    """
+    before = r"Let $\mathbf{r} = \mathbf{X}\mathbf{w} + b\mathbf{1} - \mathbf{y}$."
+    assert check_steps("d", linreg, source=chapter(tmp_path, text, before=before)).passed
+    dropped = text.replace(
+        "+ 2b\\,\\mathbf{1}^\\top\\mathbf{X}\\mathbf{w}",
+        "+ b\\,\\mathbf{1}^\\top\\mathbf{X}\\mathbf{w}",
+    )
+    path = chapter(tmp_path, dropped, before=before)
+    result = check_steps("d", linreg, source=path)
+    statuses = [v[3] for v in verdicts(result)]
+    assert statuses == ["pass", "fail", "fail"]  # the steps into and out of the changed row
+    rows = [n for n, t in enumerate(path.read_text().splitlines(), 1) if t.strip().startswith("&=")]
+    assert [result.items[1]["line"], result.items[2]["line"]] == rows
+
+
+def test_an_unsupported_construct_is_reported_never_passed(tmp_path, linreg):
+    text = r"$\mathbb{E}[\mathbf{w}] = \mathbf{0}$ and $\mathbf{w}^\top\mathbf{w} = \lVert\mathbf{w}\rVert_2^2$."
+    result = check_steps("d", linreg, source=chapter(tmp_path, text))
+    assert result.passed  # nothing fails...
+    assert verdicts(result)[0][3] == "unsupported" and "expectation" in result.items[0]["detail"]
+    assert verdicts(result)[1][3] == "pass"
+    assert "not checked: 1 unsupported" in result.message  # ...and the gap is said
+
+
+def test_an_unbound_symbol_is_named(tmp_path, linreg):
+    result = check_steps(
+        "d", linreg, source=chapter(tmp_path, r"$\mathbf{X}\mathbf{v} = \mathbf{z}$")
+    )
+    item = result.items[0]
+    assert item["status"] == "unbound" and item["detail"] in {r"\mathbf{v}", r"\mathbf{z}"}
+
+
+def test_a_binding_that_is_the_checked_expression_is_refused(tmp_path, linreg):
+    text = r"$\mathbf{r} = \mathbf{X}\mathbf{w} + b\mathbf{1} - \mathbf{y}$"
+    X, w, b, y = (linreg[k] for k in (r"\mathbf{X}", r"\mathbf{w}", "b", r"\mathbf{y}"))
+    with pytest.raises(TautologyError, match=r"\\mathbf\{r\} is bound to exactly what"):
+        check_steps(
+            "d",
+            linreg.extend({r"\mathbf{r}": lambda X, w, b, y: X @ w + b - y}),
+            source=chapter(tmp_path, text),
+        )
+    # an independent value (a residual of other data) is a claim, and it fails
+    other = linreg.extend({r"\mathbf{r}": X @ w + b - y + 1.0})
+    assert not check_steps("d", other, source=chapter(tmp_path, text)).passed
+    with pytest.raises(TautologyError, match="derivative"):
+        check_steps(
+            "d",
+            linreg.extend({r"\frac{\partial L}{\partial \mathbf{w}}": w}),
+            source=chapter(tmp_path, text),
+        )
+
+
+def test_a_binding_that_ignores_the_second_draw_fails_there(tmp_path, linreg):
+    X, w = linreg[r"\mathbf{X}"], linreg[r"\mathbf{w}"]
+    text = r"$\mathbf{z}^\top\mathbf{z} = \mathbf{w}^\top\mathbf{X}^\top\mathbf{X}\mathbf{w}$"
+    closes_over_globals = linreg.extend({r"\mathbf{z}": lambda: X @ w})
+    result = check_steps("d", closes_over_globals, source=chapter(tmp_path, text))
+    assert not result.passed and "on draw 2" in result.items[0]["detail"]
+    takes_its_symbols = linreg.extend({r"\mathbf{z}": lambda X, w: X @ w})
+    assert check_steps("d", takes_its_symbols, source=chapter(tmp_path, text)).passed
+
+
+def test_indices_sums_deltas_and_entries(tmp_path):
+    torch.manual_seed(1)
+    a, x = torch.randn(5, **f64), torch.randn(5, **f64)
+    A = torch.randn(5, 5, **f64)
+    text = r"""
+    For $L = \mathbf{x}^\top \mathbf{A} \mathbf{x} = \sum_{i=1}^d \sum_{k=1}^d x_i A_{ik} x_k$,
+
+    $$
+    \frac{\partial L}{\partial x_j} = \sum_{i,k} \left( \delta_{ij} A_{ik} x_k + x_i A_{ik} \delta_{kj} \right)
+    = (\mathbf{A}\mathbf{x})_j + (\mathbf{A}^\top \mathbf{x})_j ,
+    \qquad
+    \frac{\partial L}{\partial A_{pq}} = x_p x_q .
+    $$
+    """
+    result = check_steps(
+        "d",
+        {r"\mathbf{x}": x, r"\mathbf{A}": A, r"\mathbf{a}": a, "d": 5},
+        source=chapter(tmp_path, text),
+    )
+    assert [v[3] for v in verdicts(result)] == ["defines", "pass", "pass", "pass", "pass"]
+    wrong = text.replace(r"(\mathbf{A}^\top \mathbf{x})_j", r"(\mathbf{A} \mathbf{x})_j")
+    assert not check_steps(
+        "d", {r"\mathbf{x}": x, r"\mathbf{A}": A, "d": 5}, source=chapter(tmp_path, wrong)
+    ).passed
+
+
+def test_functions_points_primes_and_approximations(tmp_path):
+    text = r"""
+    $\sigma'(x) = \sigma(x)\left(1 - \sigma(x)\right)$, $\tanh'(x) = 1 - \tanh^2 x$,
+    $\operatorname{softplus}(x) = \log(1 + e^{x})$ and $\sqrt{512} \approx 23$.
+    """
+    x = points(torch.linspace(-4, 4, 17, **f64))
+    result = check_steps("d", {"x": x}, source=chapter(tmp_path, text))
+    assert [v[3] for v in verdicts(result)] == ["pass"] * 4
+    wrong = text.replace(r"1 - \tanh^2 x", r"1 + \tanh^2 x")
+    assert not check_steps("d", {"x": x}, source=chapter(tmp_path, wrong)).passed
+
+
+def test_shapes_inequalities_and_exclusions(tmp_path, linreg):
+    text = r"""
+    $\mathbf{X}^\top \in \mathbb{R}^{d \times n}$, $\mathbf{X}^\top\mathbf{y} \in \mathbb{R}^{n}$,
+    $\lVert \mathbf{X}\mathbf{w} \rVert_2 \le \lVert \mathbf{X} \rVert_2 \lVert \mathbf{w} \rVert_2$ and
+
+    $$
+    \lVert \mathbf{w} \rVert_2 \ge 10^{6} % unchecked: a claim about another example
+    $$
+    """
+    result = check_steps("d", linreg.extend({"d": 3}), source=chapter(tmp_path, text))
+    assert [v[3] for v in verdicts(result)] == ["pass", "fail", "pass", "excluded"]
+    assert "shape a column of 3, claimed R^12" in result.items[1]["detail"]
+    assert result.items[3]["detail"] == "a claim about another example"
+    inline = check_steps(
+        "d",
+        linreg.extend({"d": 3}),
+        source=chapter(tmp_path, text),
+        exclude={r"\mathbf{X}^\top\mathbf{y} \in \mathbb{R}^{n}": "a deliberate counter-example"},
+    )
+    assert inline.passed and inline.items[1]["status"] == "excluded"
+    with pytest.raises(CheckInputError, match="needs a written reason"):
+        check_steps(
+            "d",
+            linreg,
+            source=chapter(tmp_path, text),
+            exclude={r"\mathbf{X}^\top\mathbf{y} \in \mathbb{R}^{n}": " "},
+        )
+    with pytest.raises(CheckInputError, match="names no step"):
+        check_steps("d", linreg, source=chapter(tmp_path, text), exclude={"a = b": "why"})
+
+
+def test_the_final_formula_is_compared_with_a_bound_reference(tmp_path):
+    torch.manual_seed(2)
+    X, y = torch.randn(10, 3, **f64), torch.randn(10, **f64)
+    text = r"$$\mathbf{X}^\top\mathbf{X}\,\theta^\star = \mathbf{X}^\top\mathbf{y}$$"
+    solution = reference(lambda X, y: torch.linalg.lstsq(X, y.unsqueeze(-1)).solution.squeeze(-1))
+    result = check_steps(
+        "d",
+        {r"\mathbf{X}": X, r"\mathbf{y}": y, r"\theta^\star": solution},
+        source=chapter(tmp_path, text),
+    )
+    item = result.items[0]
+    assert item["status"] == "pass" and item["final"] and item["reference"]
+
+
+def test_families_and_recurrences(tmp_path):
+    text = r"""
+    $$
+    m_t = \beta m_{t-1} + (1 - \beta) x_t = (1 - \beta)\sum_{k=1}^{t} \beta^{t-k} x_k
+    $$
+    """
+    xs = torch.randn(8, **f64)
+
+    def ema(t, m_t, beta, x_t):
+        return torch.tensor(0.0, **f64) if t == 0 else beta * m_t(t - 1) + (1 - beta) * x_t(t)
+
+    bind = {"m_t": ema, "x_t": lambda t, x: x[t - 1], "x": xs, r"\beta": 0.9, "t": 7}
+    result = check_steps("d", bind, source=chapter(tmp_path, text))
+    assert [v[3] for v in verdicts(result)] == ["pass", "pass"], result.items
+    wrong = text.replace(r"\beta^{t-k}", r"\beta^{t-k+1}")
+    assert not check_steps("d", bind, source=chapter(tmp_path, wrong)).passed
+
+
+def test_definitions_from_the_prose_before_the_derivation(tmp_path, linreg):
+    before = r"The residual is $\mathbf{r} = \mathbf{X}\mathbf{w} + b\mathbf{1} - \mathbf{y}$."
+    text = r"$\frac{\partial L}{\partial b} = \frac{2}{n}\sum_{i=1}^{n} r_i$"
+    result = check_steps("d", linreg, source=chapter(tmp_path, text, before=before))
+    assert [v[3] for v in verdicts(result)] == ["pass"]
+    # the digest covers that prose maths: editing it makes the cached steps stale
+    from chapters_support.maths import extract
+
+    again = chapter(tmp_path, text, before=before.replace("- \\mathbf{y}", "+ \\mathbf{y}"))
+    assert extract.find_in_file("d", again).digest != result.digest
+
+
+def test_bad_questions_are_errors_naming_the_label(tmp_path, linreg):
+    path = chapter(tmp_path, GRADIENT)
+    with pytest.raises(CheckInputError, match="at least 2 draws"):
+        check_steps("d", linreg, source=path, draws=1)
+    with pytest.raises(CheckInputError, match="has no {derivation} with this label"):
+        check_steps("other", linreg, source=path)
+    with pytest.raises(CheckInputError, match="is not a symbol"):
+        check_steps("d", {r"\frac{a}{b}": 1.0}, source=path)
+    with pytest.raises(CheckInputError, match="the bindings raised ZeroDivisionError"):
+        check_steps("d", lambda: {"n": 1 / 0}, source=path)
+    with pytest.raises(CheckInputError, match="names no bound symbol"):
+        check_steps("d", linreg.extend({"L": lambda w, nothing: w.sum()}), source=path)
+
+
+def test_fixed_bindings_are_not_redrawn(tmp_path):
+    # x is its own sign only at the bound point: a fixed binding keeps it there
+    text = r"$\operatorname{sign}(\mathbf{x}) = \mathbf{s}$"
+    x = torch.tensor([1.0, -2.0, 3.0], **f64)
+    s = torch.sign(x)
+    assert check_steps(
+        "d", {r"\mathbf{x}": x, r"\mathbf{s}": fixed(s)}, source=chapter(tmp_path, text)
+    ).passed
