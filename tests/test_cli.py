@@ -149,7 +149,7 @@ def test_bench_counts_kernels_as_the_targets_say(book_copy):
     assert results["edits"]["maths_edit_executed"] == 1
     steps = results["step_checks"]
     assert steps["checks"] == 1 and 0 < steps["steps_s"] < steps["execution_s"]
-    assert steps["parse"]["equations"] == 2
+    assert steps["parse"]["equations"] == 3
     table = bench.to_markdown(results)
     assert "| no-change rebuild starts 0 kernels | 0 | yes |" in table
     assert "| code edit in one chapter executes exactly 1 | 1 | yes |" in table

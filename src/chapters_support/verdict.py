@@ -357,7 +357,8 @@ def steps_text(row: Mapping[str, Any]) -> str:
     """The status table's steps cell: ``8/8``, ``FAIL at 3 · 5/8``, ``not bound · 12 claims``."""
     steps = row.get("steps") or {}
     if not steps.get("bound"):
-        return f"not bound · {steps.get('claims', 0)} claims" if steps.get("claims") else "–"
+        claims = int(steps.get("claims") or 0)
+        return f"not bound · {claims} claim{'' if claims == 1 else 's'}" if claims else "–"
     text = f"{steps['pass']}/{steps['claims']}"
     if steps.get("first_fail") is not None:
         text = f"FAIL at step {steps['first_fail']} · {text}"

@@ -372,7 +372,6 @@ def check_steps(
     )
 
     results: list[StepResult] = []
-    final_equations = _final_equations(derivation)
     for maths in derivation.maths:
         try:
             found = parse_steps(maths.text)
@@ -380,8 +379,9 @@ def check_steps(
             found = []
             results.append(_unparsable(maths, error.construct))
         for step in found:
-            results.append(StepResult(step, maths, final=maths.index in final_equations))
+            results.append(StepResult(step, maths))
     _apply_exclude(label, results, exclude or {})
+    _mark_final(derivation, results)
     _define(env, derivation, results)
     for result in results:
         if result.status in {DEFINES, CONDITION, EXCLUDED} or not result.claim:
@@ -420,12 +420,15 @@ def _unparsable(maths: extract.Maths, construct: str) -> StepResult:
     return StepResult(step, maths, status=UNSUPPORTED, detail=construct)
 
 
-def _final_equations(derivation: extract.DerivationSource) -> set[int]:
-    labelled = {m.index for m in derivation.maths if m.display and m.label}
-    if labelled:
-        return labelled
-    display = [m.index for m in derivation.maths if m.display]
-    return {display[-1]} if display else set()
+def _mark_final(derivation: extract.DerivationSource, results: list[StepResult]) -> None:
+    """The derivation's result: its labelled equations, else its last displayed equation
+    with a step the author did not exclude."""
+    final = {m.index for m in derivation.maths if m.display and m.label}
+    if not final:
+        shown = [r.maths.index for r in results if r.maths.display and r.status != EXCLUDED]
+        final = {shown[-1]} if shown else set()
+    for result in results:
+        result.final = result.maths.index in final
 
 
 def _apply_exclude(label: str, results: list[StepResult], exclude: Mapping[str, str]) -> None:

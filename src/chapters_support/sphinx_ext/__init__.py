@@ -36,6 +36,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     from chapters_support.sphinx_ext.report import finish, status_docs_to_rewrite
     from chapters_support.sphinx_ext.transforms import (
         CheckBadgePostTransform,
+        MathCommentsPostTransform,
         StatusTablePostTransform,
         reset_assessment,
     )
@@ -48,6 +49,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_env_collector(ChecksCollector)
     app.add_post_transform(CheckBadgePostTransform)
     app.add_post_transform(StatusTablePostTransform)
+    app.add_post_transform(MathCommentsPostTransform)
     app.connect("config-inited", _add_static)
     # after MyST-NB has built env.mystnb_config (builder-inited), before any document is read
     app.connect("env-before-read-docs", execute_before_read)

@@ -2,11 +2,13 @@
 
 Priorities (lower runs first), as sphinx-exercise documents its own:
   5  CheckBadgePostTransform  - needs every chapter read; runs per written document
+  6  MathCommentsPostTransform - LaTeX: the maths' % comments removed (after 5 matched them)
   8  StatusTablePostTransform - builds pending_xref links, so before ReferencesResolver (10)
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from docutils import nodes
@@ -139,6 +141,28 @@ def _tr(cells: list[nodes.Node | str]) -> nodes.row:
         entry += nodes.paragraph("", "", cell if isinstance(cell, nodes.Node) else nodes.Text(cell))
         row += entry
     return row
+
+
+_COMMENT = re.compile(r"(?<!\\)%[^\n]*")
+
+
+class MathCommentsPostTransform(SphinxPostTransform):
+    """LaTeX only: drop the ``% unchecked: reason`` comments of the maths, which MathJax ignores
+    but which would swallow the ``\\end{split}`` Sphinx writes after a display's last line."""
+
+    default_priority = 6
+    formats = ("latex",)
+
+    def run(self, **kwargs: Any) -> None:
+        for node in list(
+            self.document.findall(lambda n: isinstance(n, (nodes.math, nodes.math_block)))
+        ):
+            text = node.astext()
+            if "%" not in text:
+                continue
+            stripped = _COMMENT.sub("", text)
+            if stripped != text:
+                node.children = [nodes.Text(stripped)]
 
 
 class StatusTablePostTransform(SphinxPostTransform):
