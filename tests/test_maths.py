@@ -126,7 +126,7 @@ def test_statements_split_at_qquad_implications_and_prose():
 def test_conditions_are_not_claims():
     forms = {
         s.lhs.text + s.rel + s.rhs.text: s.form
-        for s in steps(r"x_i = 0 \quad \text{for } i' \ne 0 \qquad (j > i)")
+        for s in steps(r"x_i + 1 = 0 \quad \text{for } i' \ne 0 \qquad (j > i)")
     } | {s.lhs.text + s.rel + s.rhs.text: s.form for s in steps("t = 1, \\dots, T")}
     assert forms == {
         "x_i=0": "claim",
@@ -135,6 +135,8 @@ def test_conditions_are_not_claims():
         "t=1, \\dots, T": "condition",
     }
     assert steps("i = k")[0].form == "condition"  # an index coincidence
+    assert steps("k = y_i")[0].form == "condition"  # an index meets a label
+    assert steps("H_{ij} = 0")[0].form == "condition"  # a point where something is said
     assert steps(r"\sigma'(0) = \frac14")[0].form == "claim"  # a value of a function is a claim
     assert steps(r"\mathbf{f}: \mathbb{R}^d \to \mathbb{R}^m")[0].form == "condition"
 

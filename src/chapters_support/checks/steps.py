@@ -687,6 +687,10 @@ def _evaluate_sides(
         result.detail = f"evaluating it raised {type(error).__name__}: {_short(error)}"
         result.draws = draw + 1
         return
+    except Exception as error:  # the evaluator's own fault: said, never a verdict on the maths
+        result.status = UNSUPPORTED
+        result.detail = f"an evaluator error ({type(error).__name__}: {_short(error)})"
+        return
     result.draws = draw + 1
     result.reference = result.reference or any(
         e.uses_partial or e.uses_reference for e in (ev, ev_rhs)

@@ -371,20 +371,22 @@ class Env:
         for entry in self.entries.values():
             if entry.kind == "family" and _same_base(entry.name, name):
                 fam_sub = entry.name.fam is not None
-                if fam_sub == (name.fam is not None) and (fam_sub or name.sub is not None):
-                    if fam_sub or name.bold or self._member_letters(entry, name):
-                        return entry
-                    if self.find(Name(core=name.core, bold=name.bold, decor=name.decor)) is None:
-                        return entry
+                same_kind = fam_sub == (name.fam is not None) and (fam_sub or name.sub is not None)
+                if same_kind and (fam_sub or name.bold or self._member_letters(entry, name)):
+                    return entry
         return None
 
-    @staticmethod
-    def _member_letters(entry: Entry, name: Name) -> bool:
+    def _member_letters(self, entry: Entry, name: Name) -> bool:
+        """``\\theta_{t-1}``, ``\\theta_0``, ``x_k`` under ``\\sum_{k=1}^{t}``: the subscript (its
+        first items, ``h_{t+1,k}`` is entry k of a member) runs over the family's own index, a
+        number, or an index a sum in scope ranges over; ``a_k`` elsewhere is an entry."""
         script = name.sub
         if script is None or script.items is None:
             return False
-        letters = {n.spelling for item in script.items for n in names_in(item) if n.is_index_letter}
-        return letters <= set(entry.index)
+        items = script.items[: max(len(entry.index), 1)]
+        scoped = {n for level in self.scope for n in level}
+        letters = {n.spelling for item in items for n in names_in(item) if n.is_index_letter}
+        return letters <= set(entry.index) | scoped
 
     def value_of(self, entry: Entry, ev: Evaluator) -> Any:
         """A symbol's value in the current context (tensor-shaped as the maths sees it)."""
@@ -741,8 +743,12 @@ class Evaluator:
                 assert script is not None
                 if script.items is None:
                     raise Unsupported(f"the member {node.spelling} of a family")
-                index = tuple(self.eval(item) for item in script.items)
-                return self.note(self.family_member(family, index))
+                count = max(len(family.index), 1)
+                index = tuple(self.eval(item) for item in script.items[:count])
+                member = self.family_member(family, index)
+                if len(script.items) > count:  # h_{t+1,k}: entry k of the member h_{t+1}
+                    member = self.entries(member, script.items[count:], node.base_spelling)
+                return self.note(member)
             jacobian = self.jacobian_symbol(node)
             if jacobian is not None:
                 return jacobian
@@ -752,6 +758,9 @@ class Evaluator:
                     raise Unbound(node.spelling)
                 value = self._symbol_value(base)
                 return self.note(self.entries(value, node.sub.items, node.base_spelling))
+            row = self.row_of_matrix(node)
+            if row is not None:
+                return self.note(row)
             if _strip_bold(node.core) == "\\delta" and node.sub is not None and node.sub.items:
                 items = node.sub.items
                 if len(items) == 2:
@@ -810,6 +819,29 @@ class Evaluator:
         ):
             return Val(jac.reshape(out.body_shape[0], point.body_shape[0]), (), 2)
         raise Unsupported(f"the Jacobian of {fname.spelling} of {out.describe()}")
+
+    def row_of_matrix(self, node: Name) -> Val | None:
+        """``\\mathbf{x}_i`` is row i of ``\\mathbf{X}``, as a column (the notation page: row i of
+        the batch is the example ``\\mathbf{x}_i^\\top``)."""
+        letter = _strip_bold(node.core)
+        items = node.sub.items if node.sub is not None else None
+        if (
+            not node.bold
+            or len(letter) != 1
+            or not letter.islower()
+            or not items
+            or len(items) != 1
+        ):
+            return None
+        entry = self.env.find(Name(core="\\mathbf{" + letter.upper() + "}", bold=True))
+        if entry is None or entry.kind == "family":
+            return None
+        matrix = self._symbol_value(entry)
+        if not isinstance(matrix, Val) or matrix.body != 2 or 1 in matrix.body_shape:
+            return None
+        moved = Val(matrix.t.transpose(-1, -2), matrix.idx, 2, matrix.integer)
+        row = _take(moved, self.index_value(items[0]), 1, self.env.index_base)
+        return Val(row.t.unsqueeze(-1), row.idx, 2, row.integer)
 
     def free_index(self, name: str) -> Val:
         size = self.env.index_sizes[name]
@@ -886,9 +918,7 @@ class Evaluator:
                     self.env.climbing = False
             return self.env.memo((entry.key, values), lambda: self._call_family(entry, values))
         # a family over a named index: one member per value, stacked along that index
-        grids = [
-            _permute(_broadcast_to(v, names, self._sizes(ints, names)), tuple(names)) for v in ints
-        ]
+        grids = [_broadcast_to(v, names, self._sizes(ints, names)) for v in ints]
         shape = grids[0].shape
         members = []
         for flat in range(int(math.prod(shape))):
@@ -1138,10 +1168,20 @@ class Evaluator:
             fn = fn.value
         if not callable(fn):
             return _product(self.resolve(func), self.eval(args[0]))
-        values = [self.to_python(_as_val(self.eval(a))) for a in args]
+        evaluated = [_as_val(self.eval(a)) for a in args]
         # g(\mathbf{f}) with g = lambda f, v: v @ f: the maths gives f, the symbols give v
-        named = self.env.python_arguments(fn, entry.params, self, skip=len(values))
-        out = fn(*values, **named)
+        named = self.env.python_arguments(fn, entry.params, self, skip=len(evaluated))
+        entrywise = [v for v in evaluated if v.idx and v.body == 0]
+        if len(evaluated) == 1 and entrywise:
+            # \phi(H_{ij}): a function of one number applied to every entry of its argument
+            (value,) = evaluated
+            out = fn(value.t, **named)
+            if not isinstance(out, torch.Tensor) or out.shape != value.t.shape:
+                raise ShapeError(
+                    f"{func.spelling} applied entrywise changes the shape of its argument"
+                )
+            return Val(out, value.idx, 0)
+        out = fn(*[self.to_python(v) for v in evaluated], **named)
         return self.from_python(out)
 
     def apply_defined(self, entry: Entry, args: Sequence[Value]) -> Value:
@@ -1431,9 +1471,17 @@ class Evaluator:
             with self.env.override(key, point):
                 return self.partial(Partial(node.pos, node.end, num=node.num, wrt=node.wrt))
         wrt = node.wrt[0]
-        if not isinstance(wrt, Name):
+        if isinstance(wrt, Index) and isinstance(wrt.x, Name):
+            # \partial (W_2)_{pq}: entries p, q of the symbol W_2
+            key, whole, value = self.variable_with_entries(wrt.x)
+            if whole is not None:
+                raise Unsupported("a derivative with respect to entries of entries")
+            entries = wrt.items
+            wrt = wrt.x
+        elif isinstance(wrt, Name):
+            key, entries, value = self.variable_with_entries(wrt)
+        else:
             raise Unsupported("a derivative with respect to an expression")
-        key, entries, value = self.variable_with_entries(wrt)
         # inside an outer derivative (∂²L/∂θ_j∂θ_k) the variable is already on the graph: keep it
         # there, or the outer derivative would see a constant
         leaf_t = _leaf_tensor(value.t)

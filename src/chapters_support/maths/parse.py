@@ -1054,10 +1054,7 @@ class _Parser:
         tok = self.peek()
         if tok is None:
             raise Unsupported("a derivative without a variable")
-        if tok.kind == "op" and tok.value == "(":
-            raise Unsupported("a derivative with respect to an expression")
-        node = self.name()
-        return node
+        return _variable(self)
 
     def differential(self) -> Node:
         """``\\mathrm{d}\\mathbf{W}``: the notation page's shorthand for ∂L/∂W."""
@@ -1182,7 +1179,11 @@ class _Parser:
         if lo_toks is None:
             raise Unsupported(f"\\{name} without an index")
         bound = _bound(lo_toks, hi)
-        body = self.term()
+        if self.at_op("-"):  # \sum_i -\log P_{iy_i}: the minus belongs to the body
+            minus = self.next()
+            body: Node = Unary(minus.pos, 0, op="-", x=self.term())
+        else:
+            body = self.term()
         return Reduce(tok.pos, 0, op=name, bound=bound, body=body)
 
 
@@ -1375,20 +1376,28 @@ def _differentials(toks: Sequence[Tok]) -> tuple[Node, ...]:
         ):
             j += 1
         part = _Parser(toks[i + 1 : j])
-        var = part.name()
+        var = _variable(part)
         if not part.done():
             raise Unsupported("a derivative with respect to an expression")
-        if not isinstance(var, Name):
-            raise Unsupported("a derivative with respect to an expression")
-        if (
-            tok.kind == "macro" and tok.value == "partial" and j - i > 1 and False
-        ):  # pragma: no cover
-            pass
         out.append(var)
         i = j
     if len(out) > 1 and any(t.kind == "letter" and t.value == "d" for t in toks[:1]):
         raise Unsupported("a mixed derivative written with d")
     return tuple(out)
+
+
+def _variable(parser: _Parser) -> Node:
+    """What a derivative is taken with respect to: a symbol (``x_j``, ``\\mathbf{W}``) or the
+    entries of a subscripted one, ``(W_2)_{pq}``."""
+    tok = parser.peek()
+    if tok is None:
+        raise Unsupported("a derivative without a variable")
+    if tok.kind == "op" and tok.value == "(":
+        node = parser.factor()
+        if isinstance(node, Index) and isinstance(node.x, Name):
+            return node
+        raise Unsupported("a derivative with respect to an expression")
+    return parser.name()
 
 
 def _leading_partial_order(toks: Sequence[Tok]) -> int | None:
@@ -1592,8 +1601,9 @@ def steps(text: str) -> list[Step]:
 
 
 def _atom_condition(step: Step) -> bool:
-    """``x < 0``, ``i = k``, ``d = 512``: a case, an index coincidence or a value chosen for an
-    example, not a claim to check (``\\sigma'(0) = 1/4`` and ``e^0 = 1`` are claims)."""
+    """``x < 0``, ``i = k``, ``d = 512``, ``k = y_i`` (an index meets a label), ``H_{ij} = 0``
+    (a point): a case, an index coincidence or a value chosen for an example, not a claim to
+    check (``\\sigma'(0) = 1/4``, ``e^0 = 1``, ``\\mathbf{J}^\\top = \\mathbf{J}`` are claims)."""
     a, b = step.lhs.node, step.rhs.node
     if a is None or b is None:
         return False
@@ -1601,9 +1611,24 @@ def _atom_condition(step: Step) -> bool:
     def atom(node: Node) -> bool:
         return isinstance(node, Name) and node.sub is None and node.fam is None or _literal(node)
 
-    if not (atom(a) and atom(b)):
-        return False
-    return not (_literal(a) and _literal(b))
+    def entry(node: Node) -> bool:
+        """A plain symbol with index subscripts: ``y_i``, ``H_{ij}``."""
+        return (
+            isinstance(node, Name)
+            and not node.bold
+            and node.fam is None
+            and node.sub is not None
+            and bool(node.sub.items)
+            and all(isinstance(i, (Name, Num)) for i in node.sub.items)
+        )
+
+    if atom(a) and atom(b):
+        return not (_literal(a) and _literal(b))
+    for one, other in ((a, b), (b, a)):
+        lone_index = isinstance(one, Name) and one.is_index_letter and one.core.islower()
+        if entry(other) and (lone_index or _literal(one) and step.rel == "="):
+            return True
+    return False
 
 
 def _literal(node: Node) -> bool:
