@@ -129,7 +129,7 @@ def test_conditions_are_not_claims():
         for s in steps(r"x_i + 1 = 0 \quad \text{for } i' \ne 0 \qquad (j > i)")
     } | {s.lhs.text + s.rel + s.rhs.text: s.form for s in steps("t = 1, \\dots, T")}
     assert forms == {
-        "x_i=0": "claim",
+        "x_i + 1=0": "claim",
         "i'!=0": "condition",
         "j>i": "condition",
         "t=1, \\dots, T": "condition",
