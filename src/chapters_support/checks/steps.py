@@ -479,7 +479,7 @@ def _candidates(results: list[StepResult], own: bool) -> list[_Candidate]:
     found = []
     for result in results:
         step = result.step
-        if result.status in {UNSUPPORTED, EXCLUDED}:
+        if result.status in {UNSUPPORTED, EXCLUDED} or step.excluded is not None:
             continue
         if step.form == "update":
             if own:
