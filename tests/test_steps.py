@@ -305,3 +305,28 @@ def test_fixed_bindings_are_not_redrawn(tmp_path):
     assert check_steps(
         "d", {r"\mathbf{x}": x, r"\mathbf{s}": fixed(s)}, source=chapter(tmp_path, text)
     ).passed
+
+
+def test_a_huge_intermediate_value_does_not_widen_the_tolerance(tmp_path):
+    # e^{40} inside the left side: the rounding allowance stays near the size of the sides
+    x = points(torch.tensor([38.0, 40.0], **f64))
+    wrong = check_steps("d", {"x": x}, source=chapter(tmp_path, r"$\log(1 + e^{x}) = x + 1$"))
+    assert not wrong.passed and wrong.items[0]["max_abs_err"] > 0.99
+    right = check_steps(
+        "d", {"x": x}, source=chapter(tmp_path, r"$\log(1 + e^{x}) = x + \log(1 + e^{-x})$")
+    )
+    assert right.passed
+
+
+def test_a_subscripted_function_is_not_its_unsubscripted_namesake(tmp_path):
+    text = r"""
+    $\operatorname{GELU}_{\tanh}(x) = \frac12\, x \left(1 + \tanh u(x)\right)$ with
+    $u(x) = \sqrt{2/\pi}\left(x + c\, x^3\right)$, so
+    $\operatorname{GELU}_{\tanh}'(x) = \frac12\left(1 + \tanh u(x)\right) + \frac12\, x \left(1 - \tanh^2 u(x)\right) u'(x)$.
+    """
+    result = check_steps(
+        "d",
+        {"x": points(torch.linspace(-3, 3, 13, **f64)), "c": 0.044715},
+        source=chapter(tmp_path, text),
+    )
+    assert [v[3] for v in verdicts(result)] == ["defines", "defines", "pass"]

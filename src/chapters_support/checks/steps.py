@@ -31,6 +31,7 @@ from chapters_support.checks.core import (
 from chapters_support.checks.device import environment
 from chapters_support.maths import extract
 from chapters_support.maths.evaluate import (
+    BUILTIN_FUNCTIONS,
     ELEMENTWISE,
     BindingError,
     Entry,
@@ -42,12 +43,14 @@ from chapters_support.maths.evaluate import (
     Val,
     callable_params,
     compare,
+    function_name,
     key_of,
     python_name,
     set_value,
 )
 from chapters_support.maths.parse import (
     Apply,
+    Func,
     Interval,
     Name,
     Node,
@@ -55,35 +58,27 @@ from chapters_support.maths.parse import (
     Step,
     Unsupported,
 )
-from chapters_support.maths.parse import (
-    steps as parse_steps,
-)
+from chapters_support.maths.parse import steps as parse_steps
 from chapters_support.result import (
     CLAIM_STATUSES,
     FAIL,
     PASS,
     SOURCE_ENV,
+    STEP_CONDITION,
+    STEP_DEFINES,
+    STEP_EXCLUDED,
     STEP_FAIL,
     STEP_PASS,
+    STEP_UNBOUND,
+    STEP_UNSUPPORTED,
     CheckResult,
     format_error,
     summarize_steps,
 )
-from chapters_support.result import (
-    STEP_CONDITION as CONDITION,
-)
-from chapters_support.result import (
-    STEP_DEFINES as DEFINES,
-)
-from chapters_support.result import (
-    STEP_EXCLUDED as EXCLUDED,
-)
-from chapters_support.result import (
-    STEP_UNBOUND as UNBOUND,
-)
-from chapters_support.result import (
-    STEP_UNSUPPORTED as UNSUPPORTED,
-)
+
+CONDITION, DEFINES, EXCLUDED = STEP_CONDITION, STEP_DEFINES, STEP_EXCLUDED
+UNBOUND, UNSUPPORTED = STEP_UNBOUND, STEP_UNSUPPORTED
+
 
 # -- what an author binds ---------------------------------------------------------------------
 
@@ -308,6 +303,17 @@ def _definable(node: Node | None) -> tuple[str, Name, tuple[str, ...], tuple[str
                 return ("family", node, names, ())
             return ("entrywise", base, names, ())
         return ("definition", node, (), ())
+    if (
+        isinstance(node, Apply)
+        and isinstance(node.func, Func)
+        and not node.post
+        and "'" not in node.func.name
+        and (node.func.sub is not None or node.func.name not in BUILTIN_FUNCTIONS)
+        and all(isinstance(a, Name) and a.sub is None for a in node.args)
+    ):
+        # \operatorname{GELU}_{\tanh}(x) = ...: a named function the book introduces
+        params = tuple(a.spelling for a in node.args)  # type: ignore[union-attr]
+        return ("function", function_name(node.func), (), params)
     if isinstance(node, Apply) and isinstance(node.func, Name) and not node.post:
         func = node.func
         if "prime" in func.decor or func.sub is None and func.spelling in ELEMENTWISE:
