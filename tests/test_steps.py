@@ -330,3 +330,21 @@ def test_a_subscripted_function_is_not_its_unsubscripted_namesake(tmp_path):
         source=chapter(tmp_path, text),
     )
     assert [v[3] for v in verdicts(result)] == ["defines", "defines", "pass"]
+
+
+def test_the_prose_can_make_maths_a_case(tmp_path):
+    x = points(torch.linspace(-2, 2, 9, **f64))
+    text = r"""
+    For $x < 0$ the ReLU is $0$, and $\operatorname{ReLU}(x) = \max(0, x) \ge 0$ everywhere.
+    For $L = x^2 = x \cdot x$ the derivative is $\frac{d L}{d x} = 2x$.
+    """
+    result = check_steps("d", {"x": x}, source=chapter(tmp_path, text))
+    assert [v[3] for v in verdicts(result)] == [
+        "condition",
+        "pass",
+        "pass",
+        "defines",
+        "pass",
+        "pass",
+    ]
+    assert result.items[0]["detail"] == "stated as a case in the prose"

@@ -21,7 +21,9 @@ def find_derivations(path: Path, extensions: list[str] | None = None) -> list[di
                 "number": number,
                 "line": derivation.line,
                 "digest": derivation.digest,
-                "claims": count_claims([(m.text, m.display) for m in derivation.maths]),
+                "claims": count_claims(
+                    [(m.text, m.display, m.condition) for m in derivation.maths]
+                ),
             }
         )
     return found

@@ -302,6 +302,9 @@ def _definable(node: Node | None) -> tuple[str, Name, tuple[str, ...], tuple[str
             if node.bold or node.fam is not None:
                 return ("family", node, names, ())
             return ("entrywise", base, names, ())
+        if items:
+            # g_{j-(k-1)+\alpha} = ...: an entry at an index expression is a claim about an entry
+            return None
         return ("definition", node, (), ())
     if (
         isinstance(node, Apply)
@@ -380,15 +383,15 @@ def check_steps(
     results: list[StepResult] = []
     for maths in derivation.maths:
         try:
-            found = parse_steps(maths.text)
+            found = _read_steps(maths)
         except Unsupported as error:
             found = []
             results.append(_unparsable(maths, error.construct))
-        for step in found:
-            results.append(StepResult(step, maths))
+        results.extend(StepResult(step, maths) for step in found)
     _apply_exclude(label, results, exclude or {})
     _mark_final(derivation, results)
     _define(env, derivation, results)
+    _apply_prose_conditions(results)
     for result in results:
         if result.status in {DEFINES, CONDITION, EXCLUDED} or not result.claim:
             continue
@@ -416,6 +419,25 @@ def check_steps(
     # a claim's two sides must not be the very same computation (a tautology)
     seconds = time.perf_counter() - start
     return _finish(label, derivation, path, results, dtype, dev, seconds, tol, reason, draws)
+
+
+def _read_steps(maths: extract.Maths) -> list[Step]:
+    return parse_steps(maths.text)
+
+
+def _apply_prose_conditions(results: list[StepResult]) -> None:
+    """ "for $x < 0$", "exactly when $k = y_i$": the prose makes the maths a case, not a claim,
+    unless it introduces a symbol ("for $L = a^\\top x = \\sum_i a_i x_i$" defines L, and what
+    follows the definition is claimed)."""
+    defining = {
+        (r.maths.index, r.step.chain) for r in results if r.step.first and r.status == DEFINES
+    }
+    for result in results:
+        if not result.maths.condition or result.status in {DEFINES, EXCLUDED}:
+            continue
+        if (result.maths.index, result.step.chain) not in defining:
+            result.status = CONDITION
+            result.detail = "stated as a case in the prose"
 
 
 def _unparsable(maths: extract.Maths, construct: str) -> StepResult:
@@ -455,6 +477,9 @@ def _apply_exclude(label: str, results: list[StepResult], exclude: Mapping[str, 
             if _same_text(
                 text, f"{step.lhs.text} {_REL_TEXT.get(step.rel, step.rel)} {step.rhs.text}"
             ):
+                if step.form != "claim":  # a condition is no claim: nothing to exclude
+                    used.add(text)
+                    continue
                 if not (why and why.strip()):
                     raise CheckInputError(label, f"exclude[{text!r}] needs a written reason")
                 result.status = EXCLUDED
@@ -539,13 +564,17 @@ def _define(env: Env, derivation: extract.DerivationSource, results: list[StepRe
         found = []
         for maths in groups[group]:
             try:
-                found.extend(StepResult(step, maths) for step in parse_steps(maths.text))
+                found.extend(StepResult(step, maths) for step in _read_steps(maths))
             except Unsupported:
                 continue
         (earlier if groups[group][0].derived else prose).extend(_candidates(found, own=False))
     # the chapter's own definitions (its prose before this derivation) hold here too, so a
     # derivation restating one ("then r = X̃θ - y") makes a claim; then this derivation's own
     # definitions; last those of earlier derivations, for symbols nothing else defines
+    # a lone index letter ("substitute u = j - (k-1) + \alpha") is defined for its own
+    # derivation only, never for the chapter
+    prose = [c for c in prose if not _is_index_like(c.target[1])]
+    earlier = [c for c in earlier if not _is_index_like(c.target[1])]
     for tier in (prose, _candidates(results, own=True), earlier):
         _settle_definitions(env, tier)
 
@@ -783,7 +812,8 @@ def _refuse_tautology(
                 f"line {result.maths.line_at(step.pos)}: {side_node.spelling} is bound to exactly "
                 f"what {step.rhs.text if side_node is step.lhs.node else step.lhs.text} "
                 "computes, bit for bit, so the step proves nothing; leave it unbound (the maths "
-                "defines it) or bind an independent value",
+                "defines it), bind an independent value, or mark an independent computation "
+                "that happens to agree (torch's own) as reference(...)",
             )
 
 

@@ -45,6 +45,7 @@ from chapters_support.maths.parse import (
     Reduce,
     Space,
     Sqrt,
+    Tuple,
     Unary,
     Unsupported,
     parse_symbol,
@@ -349,9 +350,12 @@ class Env:
 
     # -- lookups --
     def find(self, name: Name) -> Entry | None:
-        for key in _variants(name):
+        """The symbol as spelled; a bold spelling also finds what the maths defines plain by its
+        entries (``\\mu_j = ...`` makes ``\\boldsymbol{\\mu}``), never another binding: a plain
+        ``a`` bound to test points is not the vector ``\\mathbf{a}``."""
+        for position, key in enumerate(_variants(name)):
             entry = self.entries.get(key)
-            if entry is not None:
+            if entry is not None and (position == 0 or not name.bold or entry.source == "defined"):
                 return entry
         return None
 
@@ -663,6 +667,8 @@ class Evaluator:
             raise ShapeError(f"{value.describe()} passed to a function that takes one value")
         if value.body == 2 and value.t.shape[-1] == 1:
             return value.t[..., 0]
+        if value.integer and not value.code and value.t.dim() == 0:
+            return int(value.t)  # a size or a count: torch.zeros(n) wants a Python int
         return value.t
 
     def note(self, value: Value) -> Value:
@@ -1373,6 +1379,23 @@ class Evaluator:
         return self.condition(node.cond)
 
     def condition(self, chain: Chain) -> Val:
+        sides = chain.sides
+        if any(isinstance(s, Tuple) for s in sides):
+            # (j, l) = (j^*, l^*): every pair of entries equal
+            if len(sides) != 2 or chain.rels[0] not in {"=", "!="}:
+                raise Unsupported("a comparison of index pairs other than = or \\ne")
+            a, b = sides
+            if not (isinstance(a, Tuple) and isinstance(b, Tuple) and len(a.items) == len(b.items)):
+                raise Unsupported("index pairs of different lengths")
+            pairs = [
+                Chain(sides=(x, y), rels=("=",)) for x, y in zip(a.items, b.items, strict=True)
+            ]
+            out = self.condition(pairs[0])
+            for pair in pairs[1:]:
+                out = _elementwise(out, self.condition(pair), torch.mul, "and")
+            if chain.rels[0] == "!=":
+                out = Val(1 - out.t, out.idx, out.body, True)
+            return out
         out: Val | None = None
         values = [self.index_or_value(s) for s in chain.sides]
         for rel, a, b in zip(chain.rels, values, values[1:], strict=False):
@@ -2059,7 +2082,7 @@ def compare(
         scalar, other = (a, b) if a.body == 0 else (b, a)
         if other.t.numel() != 1 and not _is_zero_literal(scalar):
             raise ShapeError(f"the left side is {a.describe()}, the right side {b.describe()}")
-    ta, tb, _ = _align(a, b)
+    ta, tb, names = _align(a, b)
     ta = ta.detach().to(torch.float64)
     tb = tb.detach().to(torch.float64)
     finite = bool(torch.isfinite(ta).all()) and bool(torch.isfinite(tb).all())
@@ -2092,7 +2115,9 @@ def compare(
         ratio = float(ratio_t.max()) if ratio_t.numel() else 0.0
         return Comparison(ratio <= 1.0, max_abs, max_rel, ratio)
     if rel == "!=":
-        differs = bool((diff > bound).any())
+        # over a free index (w_j \\ne 0) every entry must differ; two vectors differ in one entry
+        over_index = any(not n.startswith("#") for n in names)
+        differs = bool((diff > bound).all() if over_index else (diff > bound).any())
         return Comparison(
             differs, max_abs, max_rel, None, detail="" if differs else "the sides are equal"
         )

@@ -29,6 +29,8 @@ class Maths:
     index: int = 0  # position among the derivation's maths
     group: int = 0  # in a chapter's context: which block it belongs to (a derivation, a paragraph)
     derived: bool = False  # in a chapter's context: inside an earlier {derivation}
+    # inline maths the prose introduces as a case: "for $x < 0$", "exactly when $k = y_i$"
+    condition: bool = False
 
     def line_at(self, offset: int) -> int:
         """The chapter line of a position inside the LaTeX."""
@@ -141,8 +143,25 @@ def _maths_of_tokens(tokens: list[Any], content_lines: list[str], first_line: in
                     where = cursor
                 cursor = where + len(child.content)
                 line = first_line + start + paragraph.count("\n", 0, where) + 1
-                out.append(Maths(child.content, line, False, None, len(out)))
+                condition = _introduces_condition(paragraph[:where])
+                out.append(Maths(child.content, line, False, None, len(out), condition=condition))
     return out
+
+
+_CONDITION_WORDS = {"for", "when", "whenever", "if", "unless", "at", "given", "assuming",
+                    "provided", "iff"}  # fmt: skip
+_QUANTIFIERS = {"all", "every", "each", "any"}
+
+
+def _introduces_condition(before: str) -> bool:
+    """Whether the prose right before an inline ``$`` makes the maths a case, not a claim."""
+    words = before.rstrip().rstrip("$").rstrip().replace("(", " ").split()
+    words = [w.strip(",;:.").lower() for w in words[-2:]]
+    if not words:
+        return False
+    if words[-1] in _QUANTIFIERS and len(words) > 1:
+        return words[-2] == "for"
+    return words[-1] in _CONDITION_WORDS
 
 
 def find(label: str, text: str) -> DerivationSource | None:

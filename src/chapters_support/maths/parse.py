@@ -439,6 +439,13 @@ class Block(Node):
 
 
 @dataclass(frozen=True)
+class Tuple(Node):
+    """``(j, l)``: indices taken together, as in ``[\\,(j, l) = (j^*, l^*)\\,]``."""
+
+    items: tuple[Node, ...] = ()
+
+
+@dataclass(frozen=True)
 class Space(Node):
     """``\\mathbb{R}^{a \\times b}`` (only on the right of ``\\in``)."""
 
@@ -661,6 +668,13 @@ class _Parser:
             if tok.value == "(":
                 self.next()
                 inner = self.expr()
+                if self.at_op(","):  # (j, l): a pair of indices, compared as a whole
+                    items = [inner]
+                    while self.at_op(","):
+                        self.next()
+                        items.append(self.expr())
+                    self.expect_op(")")
+                    return Tuple(tok.pos, 0, items=tuple(items))
                 self.expect_op(")")
                 return self.maybe_apply_paren(inner)
             if tok.value == "[":
@@ -1264,13 +1278,23 @@ def _index_atoms(sig: Sequence[Tok]) -> list[Node] | None:
             primes += 1
             k += 1
         sub = None
-        if k + 1 < len(sig) and sig[k].kind == "op" and sig[k].value == "_":
+        decor: list[str] = ["prime"] * primes
+        # j^*_{uv}: a starred index with its own subscript, in either order
+        while k + 1 < len(sig) and sig[k].kind == "op" and sig[k].value in {"_", "^"}:
             script = sig[k + 1]
             toks = list(script.args[0]) if script.kind == "group" else [script]
-            sub = Script(script.pos, 0, text=spell_tokens(toks), items=_index_items(toks))
+            if sig[k].value == "_" and sub is None:
+                sub = Script(script.pos, 0, text=spell_tokens(toks), items=_index_items(toks))
+            elif sig[k].value == "^" and all(
+                x.kind == "macro" and x.value in DECORATIONS or x.kind == "op" and x.value == "*"
+                for x in _significant(toks)
+            ):
+                decor.extend(DECORATIONS.get(x.value, "star") for x in _significant(toks))
+            else:
+                return None
             k += 2
         core = t.value if t.kind == "letter" else "\\" + t.value
-        items.append(Name(t.pos, t.end, core=core, decor=("prime",) * primes, sub=sub))
+        items.append(Name(t.pos, t.end, core=core, decor=tuple(decor), sub=sub))
         j = k
     return items
 
@@ -1609,7 +1633,16 @@ def _atom_condition(step: Step) -> bool:
         return False
 
     def atom(node: Node) -> bool:
-        return isinstance(node, Name) and node.sub is None and node.fam is None or _literal(node)
+        """A lone symbol (a label subscript allowed: ``d_{\\mathrm{in}}``), its negation, or a
+        number."""
+        if isinstance(node, Unary) and node.op == "-":
+            return atom(node.x)
+        return (
+            isinstance(node, Name)
+            and node.fam is None
+            and (node.sub is None or node.sub.items is None)
+            or _literal(node)
+        )
 
     def entry(node: Node) -> bool:
         """A plain symbol with index subscripts: ``y_i``, ``H_{ij}``."""
@@ -1914,13 +1947,15 @@ def parse_set(sig: Sequence[Tok]) -> Node:
     raise Unsupported(f"the set {spell_tokens(sig)}")
 
 
-def count_claims(maths: Sequence[tuple[str, bool]]) -> dict[str, int]:
+def count_claims(maths: Sequence[tuple[str, bool] | tuple[str, bool, bool]]) -> dict[str, int]:
     """The claims of a derivation nobody has bound yet, counted from its text alone: every
     relation step except conditions, updates and a definition (the first ``s = ...`` of a
     symbol not written before it). ``maths`` is (LaTeX, is-display) in reading order."""
     counts = {"display": 0, "inline": 0}
     seen: set[str] = set()
-    for text, display in maths:
+    for text, display, *stated_as_condition in maths:
+        if any(stated_as_condition):
+            continue
         try:
             found = steps(text)
         except Unsupported:

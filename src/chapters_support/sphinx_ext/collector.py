@@ -91,7 +91,7 @@ def _claims_by_label(env: BuildEnvironment, docname: str) -> dict[str, dict[str,
     if "{derivation}" not in text:
         return {}
     return {
-        d.label: count_claims([(m.text, m.display) for m in d.maths])
+        d.label: count_claims([(m.text, m.display, m.condition) for m in d.maths])
         for d in extract.derivations(text)
     }
 
