@@ -2034,18 +2034,38 @@ def _diag(x: Val) -> Val:
 
 
 def _jacobian(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """dy/dx with shape y.shape + x.shape (zeros where y does not depend on x)."""
+    """dy/dx with shape y.shape + x.shape (zeros where y does not depend on x): all rows in one
+    batched backward pass (vmap), one backward pass per row where an operation cannot be
+    batched."""
     if not y.requires_grad:
         return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
     flat = y.reshape(-1)
+    count = flat.numel()
+    if count == 0:
+        return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
+    if count == 1:
+        (g,) = torch.autograd.grad(
+            flat[0], x, retain_graph=True, create_graph=True, allow_unused=True
+        )
+        g = torch.zeros_like(x) if g is None else g
+        return g.reshape(y.shape + x.shape)
+    try:
+        eye = torch.eye(count, dtype=flat.dtype, device=flat.device)
+        (g,) = torch.autograd.grad(
+            flat, x, eye, retain_graph=True, create_graph=True, allow_unused=True,
+            is_grads_batched=True,
+        )  # fmt: skip
+        if g is None:
+            return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
+        return g.reshape(y.shape + x.shape)
+    except RuntimeError:
+        pass
     rows = []
-    for k in range(flat.numel()):
+    for k in range(count):
         (g,) = torch.autograd.grad(
             flat[k], x, retain_graph=True, create_graph=True, allow_unused=True
         )
         rows.append(torch.zeros_like(x) if g is None else g)
-    if not rows:
-        return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
     return torch.stack(rows).reshape(y.shape + x.shape)
 
 
