@@ -292,6 +292,8 @@ def _definable(node: Node | None) -> tuple[str, Name, tuple[str, ...], tuple[str
     if isinstance(node, Name):
         if node.core.startswith("\\mathrm{d}"):
             return None
+        if "prime" in node.decor and Name(core=node.core).spelling in ELEMENTWISE:
+            return None  # \\sigma' = \\sigma(1 - \\sigma): a claim about a known derivative
         script = node.fam if node.fam is not None else node.sub
         if script is None:
             return ("definition", node, (), ())
@@ -502,6 +504,7 @@ class _Candidate:
     result: StepResult | None  # None for the context (nothing to report)
     target: tuple[str, Name, tuple[str, ...], tuple[str, ...]]
     rhs: Node
+    lhs: Node | None = None
 
 
 def _candidates(results: list[StepResult], own: bool) -> list[_Candidate]:
@@ -528,19 +531,21 @@ def _candidates(results: list[StepResult], own: bool) -> list[_Candidate]:
                 and step.rhs.node is not None
                 and not _is_index_like(target[1])
             ):
-                found.append(_Candidate(result if own else None, target, step.rhs.node))
+                found.append(
+                    _Candidate(result if own else None, target, step.rhs.node, step.lhs.node)
+                )
             continue
         if not step.first or step.rel != "=" or step.rhs.node is None:
             continue
         target = _definable(step.lhs.node)
         if target is not None:
-            found.append(_Candidate(result if own else None, target, step.rhs.node))
+            found.append(_Candidate(result if own else None, target, step.rhs.node, step.lhs.node))
     return found
 
 
 def _known(env: Env, candidate: _Candidate) -> bool:
     kind, name, _, _ = candidate.target
-    lhs = candidate.result.step.lhs.node if candidate.result else None
+    lhs = candidate.lhs
     if env.find(name) is not None:
         return True
     if isinstance(lhs, Name) and (env.find(lhs) or (lhs.sub or lhs.fam) and env.family_of(lhs)):
@@ -558,7 +563,7 @@ def _define(env: Env, derivation: extract.DerivationSource, results: list[StepRe
     groups: dict[int, list[extract.Maths]] = {}
     for maths in derivation.context:
         groups.setdefault(maths.group, []).append(maths)
-    prose: list[_Candidate] = []
+    prose_groups: list[list[_Candidate]] = []
     earlier: list[_Candidate] = []
     for group in sorted(groups, reverse=True):
         found = []
@@ -567,7 +572,13 @@ def _define(env: Env, derivation: extract.DerivationSource, results: list[StepRe
                 found.extend(StepResult(step, maths) for step in _read_steps(maths))
             except Unsupported:
                 continue
-        (earlier if groups[group][0].derived else prose).extend(_candidates(found, own=False))
+        if groups[group][0].derived:
+            earlier.extend(_candidates(found, own=False))
+        else:
+            prose_groups.append(_candidates(found, own=False))
+    # the prose in reading order: a symbol means what it meant where the text introduced it
+    # ("O = AV" before "in one line, O = softmax(...)V" keeps O a function of A)
+    prose = [c for group_candidates in reversed(prose_groups) for c in group_candidates]
     # the chapter's own definitions (its prose before this derivation) hold here too, so a
     # derivation restating one ("then r = X̃θ - y") makes a claim; then this derivation's own
     # definitions; last those of earlier derivations, for symbols nothing else defines
@@ -622,9 +633,7 @@ def _is_index_like(name: Name) -> bool:
         "q",
         "t",
         "u",
-        "v",
         "o",
-        "m",
     }
 
 

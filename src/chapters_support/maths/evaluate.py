@@ -43,6 +43,7 @@ from chapters_support.maths.parse import (
     Num,
     Partial,
     Reduce,
+    Script,
     Space,
     Sqrt,
     Tuple,
@@ -499,7 +500,11 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
 
 
 def _same_base(a: Name, b: Name) -> bool:
-    return _strip_bold(a.core) == _strip_bold(b.core) and a.decor == b.decor
+    same = _strip_bold(a.core) == _strip_bold(b.core) and a.decor == b.decor
+    if same and (a.fam is not None or b.fam is not None):
+        # \mathbf{r}_v^{(t)} and \mathbf{r}_\mu^{(t)} are two families
+        return (a.sub.text if a.sub else None) == (b.sub.text if b.sub else None)
+    return same
 
 
 def _strip_bold(core: str) -> str:
@@ -687,7 +692,8 @@ class Evaluator:
         if entry.kind == "dependent":
             fn = entry.value
             args = self.env.python_arguments(fn, entry.params, self)
-            out = fn(**args)
+            with torch.enable_grad():  # a reference may take autograd's derivative itself
+                out = fn(**args)
             return self.from_python(out, points=entry.points)
         if entry.kind == "definition":
             node = entry.value
@@ -767,6 +773,9 @@ class Evaluator:
             row = self.row_of_matrix(node)
             if row is not None:
                 return self.note(row)
+            labelled = self.labelled_entries(node)
+            if labelled is not None:
+                return self.note(labelled)
             if _strip_bold(node.core) == "\\delta" and node.sub is not None and node.sub.items:
                 items = node.sub.items
                 if len(items) == 2:
@@ -848,6 +857,29 @@ class Evaluator:
         moved = Val(matrix.t.transpose(-1, -2), matrix.idx, 2, matrix.integer)
         row = _take(moved, self.index_value(items[0]), 1, self.env.index_base)
         return Val(row.t.unsqueeze(-1), row.idx, 2, row.integer)
+
+    def _count_for(self, index: str) -> int | None:
+        """``\\sum_t`` over T steps, ``\\sum_r`` over R replicas: the capital letter, bound to a
+        whole number, counts what the lower-case index runs over."""
+        if len(index) != 1 or not index.islower():
+            return None
+        entry = self.env.find(Name(core=index.upper()))
+        if entry is None or entry.kind != "leaf" or not isinstance(entry.value, int):
+            return None
+        return int(entry.value) if entry.value > 0 else None
+
+    def labelled_entries(self, node: Name) -> Val | None:
+        """``r_{\\mu,j}``: entry j of the symbol ``\\mathbf{r}_\\mu``."""
+        items = node.sub.items if node.sub is not None else None
+        if not items or len(items) < 2 or not isinstance(items[0], Name):
+            return None
+        label = items[0]
+        named = Name(core=node.core, bold=node.bold, decor=node.decor,
+                     sub=Script(text=label.spelling, items=(label,)), fam=node.fam)  # fmt: skip
+        entry = self.env.find(named)
+        if entry is None or entry.kind == "family":
+            return None
+        return self.entries(self._symbol_value(entry), items[1:], named.spelling)
 
     def free_index(self, name: str) -> Val:
         size = self.env.index_sizes[name]
@@ -956,7 +988,8 @@ class Evaluator:
             finally:
                 self.env.scope.pop()
         args = self.env.python_arguments(fn, entry.params, self, skip=len(index))
-        out = fn(*index, **args)
+        with torch.enable_grad():
+            out = fn(*index, **args)
         return self.from_python(out)
 
     def differential(self, node: Name) -> Val:
@@ -1181,13 +1214,15 @@ class Evaluator:
         if len(evaluated) == 1 and entrywise:
             # \phi(H_{ij}): a function of one number applied to every entry of its argument
             (value,) = evaluated
-            out = fn(value.t, **named)
+            with torch.enable_grad():
+                out = fn(value.t, **named)
             if not isinstance(out, torch.Tensor) or out.shape != value.t.shape:
                 raise ShapeError(
                     f"{func.spelling} applied entrywise changes the shape of its argument"
                 )
             return Val(out, value.idx, 0)
-        out = fn(*[self.to_python(v) for v in evaluated], **named)
+        with torch.enable_grad():
+            out = fn(*[self.to_python(v) for v in evaluated], **named)
         return self.from_python(out)
 
     def apply_defined(self, entry: Entry, args: Sequence[Value]) -> Value:
@@ -1434,6 +1469,10 @@ class Evaluator:
             for name in names:
                 if name not in self.env.index_sizes:
                     self.size_indices([node.body], reset=False)
+                if name not in self.env.index_sizes:
+                    count = self._count_for(name)
+                    if count is not None:
+                        self.env.index_sizes[name] = count
                 if name not in self.env.index_sizes:
                     raise Unsupported(f"a sum over {name} whose range nothing fixes")
                 scope[name] = self.free_index(name)

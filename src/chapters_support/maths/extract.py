@@ -148,7 +148,8 @@ def _maths_of_tokens(tokens: list[Any], content_lines: list[str], first_line: in
     return out
 
 
-_CONDITION_WORDS = {"for", "when", "whenever", "if", "unless", "at", "given", "assuming",
+# not "at": "started at $\\bar{h}_T = ...$" states a value
+_CONDITION_WORDS = {"for", "when", "whenever", "if", "unless", "given", "assuming",
                     "provided", "iff"}  # fmt: skip
 _QUANTIFIERS = {"all", "every", "each", "any"}
 

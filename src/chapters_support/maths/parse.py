@@ -1074,10 +1074,14 @@ class _Parser:
         """``\\mathrm{d}\\mathbf{W}``: the notation page's shorthand for ∂L/∂W."""
         tok = self.next()  # \mathrm{d}
         inner = self.name()
+        transposed = isinstance(inner, Unary) and inner.op == "transpose"
+        if transposed:  # \mathrm{d}\mathbf{Z}^\top: the transpose of dZ
+            inner = inner.x  # type: ignore[union-attr]
         if not isinstance(inner, Name):
             raise Unsupported("\\mathrm{d} before an expression")
-        return Name(tok.pos, inner.end, core="\\mathrm{d}" + inner.core, bold=inner.bold,
-                    decor=inner.decor, sub=inner.sub, fam=inner.fam)  # fmt: skip
+        node: Node = Name(tok.pos, inner.end, core="\\mathrm{d}" + inner.core, bold=inner.bold,
+                          decor=inner.decor, sub=inner.sub, fam=inner.fam)  # fmt: skip
+        return Unary(tok.pos, 0, op="transpose", x=node) if transposed else node
 
     # -- brackets --
     def left_right(self) -> Node:
