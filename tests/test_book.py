@@ -52,6 +52,24 @@ def test_the_book_builds_and_every_derivation_passes(plain_build):
         rf"{totals['total']} derivations in \d+ chapters: {totals['total']} pass, 0 fail, 0 unverified\.",
         status,
     )
+    # what the reader reads is what is checked: every derivation is bound to a step check, no
+    # step fails, and the book-wide figures meet the targets of the step checker
+    steps = report["steps"]
+    assert steps["bound"] == steps["derivations"] == totals["total"]
+    failing = [
+        (r["label"], s["step"])
+        for r in report["derivations"]
+        for s in r["step_results"]
+        if s["status"] == "fail"
+    ]
+    assert not failing, failing
+    assert steps["display"]["coverage"] >= 0.65, steps["display"]
+    assert steps["inline"]["coverage"] >= 0.50, steps["inline"]
+    assert all(c["steps"]["claims"] > 0 for c in report["chapters"] if c["derivations"])
+    coverage = (
+        built.page("status").select_one(".chapters-status-coverage").get_text(" ", strip=True)
+    )
+    assert coverage.startswith(f"Steps: {steps['pass']}/{steps['claims']}")
     # every chapter ran within the course's budget of 60 s on this machine
     slow = [
         (c["chapter"], c["execution_seconds"])
@@ -84,3 +102,50 @@ def test_three_shards_merged_give_the_same_book_without_executing(plain_build, t
     assert "nothing executed" in built.output
     assert badges(built) == badges(plain_build)
     assert built.report()["totals"] == plain_build.report()["totals"]
+
+
+def test_a_wrong_coefficient_in_any_chapters_maths_fails_the_build(plain_build, tmp_path):
+    """Done means: change one coefficient in a displayed formula of any chapter, code left
+    alone, and the build fails naming that derivation and step. One display step per chapter is
+    changed (its right side doubled), and only those chapters execute again."""
+    root = tmp_path / "book"
+    shutil.copytree(REPO / "book", root, ignore=shutil.ignore_patterns("_build"))
+    shutil.copytree(
+        plain_build.root / "_build" / ".jupyter_cache", root / "_build" / ".jupyter_cache"
+    )
+    changed: dict[str, str] = {}
+    for row in plain_build.report()["derivations"]:
+        if row["chapter"] in changed.values():
+            continue
+        step = next(
+            (
+                s
+                for s in row["step_results"]
+                if s["status"] == "pass"
+                and s["display"]
+                and s["rel"] == "="
+                and s["max_abs_err"] is not None
+                and s["rhs"] not in {"0", r"\mathbf{0}"}
+            ),
+            None,
+        )
+        if step is None:
+            continue
+        source = root / row["source"]
+        text = source.read_text(encoding="utf-8")
+        maths = step["maths"]
+        rhs_at = maths.find(step["rhs"].split()[0])
+        if text.count(maths) != 1 or rhs_at < 0:
+            continue
+        wrong = maths[:rhs_at] + "3\\," + maths[rhs_at:]  # the right side tripled
+        source.write_text(text.replace(maths, wrong), encoding="utf-8")
+        changed[row["label"]] = row["chapter"]
+    assert len(set(changed.values())) >= 15
+    built = run_jupyter_book(root)
+    assert built.returncode != 0
+    executed = set(re.findall(r"executing (\S+) \(the maths of", built.output))
+    assert executed == set(changed.values())
+    for label in changed:
+        assert re.search(rf"derivation '{re.escape(label)}' step \d+ of \d+ FAILS", built.output), (
+            label
+        )
