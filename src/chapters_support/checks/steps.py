@@ -435,7 +435,7 @@ def _apply_prose_conditions(results: list[StepResult]) -> None:
         (r.maths.index, r.step.chain) for r in results if r.step.first and r.status == DEFINES
     }
     for result in results:
-        if not result.maths.condition or result.status in {DEFINES, EXCLUDED}:
+        if not result.maths.condition or result.status == DEFINES:
             continue
         if (result.maths.index, result.step.chain) not in defining:
             result.status = CONDITION
