@@ -165,8 +165,6 @@ def describe_shape(shape: Sequence[int]) -> str:
 
 Value = Val | Lazy
 
-TensorDefault = {"dtype": torch.float64}
-
 
 # -- bindings ---------------------------------------------------------------------------------
 
@@ -255,9 +253,6 @@ def key_of(text: str) -> Name:
 
 
 # -- the environment --------------------------------------------------------------------------
-
-
-MISSING = object()
 
 
 class Env:
@@ -571,11 +566,6 @@ class Evaluator:
     uses_reference: bool = False  # ... or read a value bound as the reference
     magnitude: float = 0.0  # the largest |value| met on the way (for cancellation tolerance)
     symbols: set[str] = field(default_factory=set)
-
-    # -- entry points --
-    def value(self, node: Node) -> Value:
-        out = self.eval(node)
-        return out
 
     # -- derivatives --
     @contextlib.contextmanager
@@ -1082,7 +1072,7 @@ class Evaluator:
         if op == "matmul":
             return _product(a, b)
         if op == "cdot":
-            return _product(a, b, explicit=True)
+            return _product(a, b)
         if op == "hadamard":
             return _elementwise(a, b, torch.mul, "\\odot")
         if op == "div":
@@ -1406,9 +1396,6 @@ class Evaluator:
             raise ShapeError(f"the rows of a block matrix do not line up ({error})") from None
         names = _union_idx([c for r in rows for c in r if isinstance(c, Val)])
         return Val(t, tuple(names), 2)
-
-    def _like(self) -> torch.Tensor:
-        return torch.zeros((), dtype=self.env.dtype, device=self.env.device)
 
     def eval_Iverson(self, node: Iverson) -> Val:
         return self.condition(node.cond)
@@ -1923,10 +1910,6 @@ def _combine_lazy(a: Lazy, b: Lazy, fn: Callable[[Val, Val], Val]) -> Lazy:
                 a.what)  # fmt: skip
 
 
-def _mul_scalar(scale: Val, v: Val) -> Val:
-    return _elementwise(scale, v, torch.mul, "times")
-
-
 def _add(a: Value, b: Value, op: str, broadcast_scalars: bool) -> Value:
     if isinstance(a, Lazy) and isinstance(b, Lazy):
         return _combine_lazy(a, b, lambda x, y: _as_val(_add(x, y, op, broadcast_scalars)))
@@ -1981,7 +1964,7 @@ def _divide(a: Value, b: Value) -> Value:
     return _elementwise(a, b, torch.div, "divided by")
 
 
-def _product(a: Value, b: Value, explicit: bool = False) -> Value:
+def _product(a: Value, b: Value) -> Value:
     """Juxtaposition: scalar scaling, or a matrix product (a 1 x 1 result is a scalar); a lazy
     \\mathbf{1} takes the inner size from its partner."""
     if isinstance(a, Val) and a.body == 0 or isinstance(b, Val) and b.body == 0:
@@ -2272,17 +2255,8 @@ def index_letters(node: Node) -> Iterator[tuple[Name, Node]]:
                     yield node, item
                     yield from index_letters(item)
         return
-    for value in vars(node).values():
-        if isinstance(value, Node):
-            yield from index_letters(value)
-        elif isinstance(value, tuple):
-            for v in value:
-                if isinstance(v, Node):
-                    yield from index_letters(v)
-                elif isinstance(v, tuple):
-                    for w in v:
-                        if isinstance(w, Node):
-                            yield from index_letters(w)
+    for child in _children(node):
+        yield from index_letters(child)
 
 
 def index_expressions(node: Node) -> Iterator[tuple[Node, tuple[Node, ...]]]:
@@ -2331,17 +2305,8 @@ def needed_names(node: Node) -> Iterator[Name]:
 def names_in(node: Node) -> Iterator[Name]:
     if isinstance(node, Name):
         yield node
-    for value in vars(node).values():
-        if isinstance(value, Node):
-            yield from names_in(value)
-        elif isinstance(value, tuple):
-            for v in value:
-                if isinstance(v, Node):
-                    yield from names_in(v)
-                elif isinstance(v, tuple):
-                    for w in v:
-                        if isinstance(w, Node):
-                            yield from names_in(w)
+    for child in _children(node):
+        yield from names_in(child)
 
 
 __all__ = [

@@ -57,8 +57,6 @@ RELATION_MACROS = {
     "rightarrow": "->",
 }  # fmt: skip
 RELATION_CHARS = {"=": "=", "<": "<", ">": ">"}
-# relations that assert something a number can check (the claims of a derivation)
-CLAIM_RELATIONS = {"=", "<", ">", "<=", ">=", "!=", "~=", "in", "==", "->"}
 STYLES = {"mathbf", "boldsymbol", "bm", "mathrm", "mathit", "mathsf", "mathcal", "mathbb",
           "mathtt", "mathscr", "mathfrak", "operatorname", "text", "textrm", "textbf",
           "textit", "mbox"}  # fmt: skip
@@ -676,7 +674,7 @@ class _Parser:
                     self.expect_op(")")
                     return Tuple(tok.pos, 0, items=tuple(items))
                 self.expect_op(")")
-                return self.maybe_apply_paren(inner)
+                return inner
             if tok.value == "[":
                 return self.bracket()
             if tok.value == "|":
@@ -690,9 +688,6 @@ class _Parser:
         if tok.kind == "macro":
             return self.macro_atom(tok)
         raise Unsupported(_describe(tok), tok.pos)
-
-    def maybe_apply_paren(self, inner: Node) -> Node:
-        return inner
 
     def macro_atom(self, tok: Tok) -> Node:
         name = tok.value
@@ -1485,27 +1480,22 @@ def _relation_of(tok: Tok) -> str | None:
 
 
 def _split_rows(toks: Sequence[Tok]) -> list[list[Tok]]:
-    rows: list[list[Tok]] = [[]]
-    for tok in toks:
-        if tok.kind == "rowsep":
-            rows.append([])
-        else:
-            rows[-1].append(tok)
-    return [r for r in rows if _significant(r)]
+    return _split_at(toks, "rowsep")
 
 
 def _split_cells(toks: Sequence[Tok]) -> list[list[Tok]]:
-    cells: list[list[Tok]] = [[]]
+    return _split_at(toks, "amp")
+
+
+def _split_at(toks: Sequence[Tok], kind: str) -> list[list[Tok]]:
+    """Rows at ``\\\\`` or cells at ``&``, empty ones left out."""
+    parts: list[list[Tok]] = [[]]
     for tok in toks:
-        if tok.kind == "amp":
-            cells.append([])
+        if tok.kind == kind:
+            parts.append([])
         else:
-            cells[-1].append(tok)
-    return [c for c in cells if _significant(c)]
-
-
-def parse_expression(toks: Sequence[Tok]) -> Node:
-    return _Parser(toks).parse_all()
+            parts[-1].append(tok)
+    return [p for p in parts if _significant(p)]
 
 
 def parse_chain(toks: Sequence[Tok]) -> Chain:
