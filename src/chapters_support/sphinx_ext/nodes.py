@@ -30,8 +30,8 @@ class DerivationBadgeNode(nodes.General, nodes.Inline, nodes.Element):
 
 
 class StepFailureNode(nodes.General, nodes.Element):
-    """Beside a displayed equation whose step fails: which step, its two sides, the numbers.
-    Attributes ``title`` and ``text``."""
+    """Beside an equation whose step fails: which step, its two sides (typeset, as a math
+    child) and the numbers."""
 
 
 class CheckResultNode(nodes.General, nodes.Element):
@@ -95,11 +95,11 @@ def visit_check_html(self: Any, node: CheckResultNode) -> None:
 
 
 def visit_step_failure_html(self: Any, node: StepFailureNode) -> None:
-    self.body.append(
-        f'<div class="chapters-step-failure" role="note"><strong>{html.escape(node["title"])}'
-        f"</strong> {html.escape(node['text'])}</div>\n"
-    )
-    raise nodes.SkipNode
+    self.body.append(self.starttag(node, "div", CLASS="chapters-step-failure", role="note"))
+
+
+def depart_step_failure_html(self: Any, node: StepFailureNode) -> None:
+    self.body.append("</div>\n")
 
 
 # -- LaTeX -------------------------------------------------------------------------------------
@@ -146,15 +146,12 @@ def visit_step_failure_latex(self: Any, node: StepFailureNode) -> None:
     colour = _LATEX_COLOURS["fail"]
     self.body.append(
         f"\n\\par\\noindent\\fcolorbox[rgb]{{{colour}}}{{1,1,1}}{{\\parbox{{0.96\\linewidth}}{{"
-        f"\\textcolor[rgb]{{{colour}}}{{\\textbf{{{latex_escape(node['title'])}}} "
-        f"{{\\small {latex_escape(node['text'])}}}}}}}}}\\par\n"
+        f"\\raggedright\\color[rgb]{{{colour}}}\\small "
     )
-    raise nodes.SkipNode
 
 
-def visit_step_failure_text(self: Any, node: StepFailureNode) -> None:
-    self.add_text(f"[{node['title']} {node['text']}]")
-    raise nodes.SkipNode
+def depart_step_failure_latex(self: Any, node: StepFailureNode) -> None:
+    self.body.append("}}\\par\n")
 
 
 # -- plain text and everything else -----------------------------------------------------------
@@ -228,11 +225,9 @@ def register(app: Any) -> None:
     )
     app.add_node(
         StepFailureNode,
-        html=(visit_step_failure_html, None),
-        latex=(visit_step_failure_latex, None),
-        text=(visit_step_failure_text, None),
-        man=(visit_step_failure_text, None),
-        texinfo=(_skip, None),
+        html=(visit_step_failure_html, depart_step_failure_html),
+        latex=(visit_step_failure_latex, depart_step_failure_latex),
+        **generic,
     )
     app.add_node(
         ExecutionFailureNode,

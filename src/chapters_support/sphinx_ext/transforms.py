@@ -91,10 +91,11 @@ def _mark_failing_steps(derivation: DerivationNode, row: dict[str, Any]) -> None
             continue
         target["classes"].append("chapters-step-fail")
         rel = _REL_TEXT.get(item.get("rel", "="), item.get("rel", "="))
-        note = StepFailureNode(
-            title=f"Step {item.get('step')} of {total} does not hold:",
-            text=f"{item.get('lhs')} {rel} {item.get('rhs')} — {item.get('detail')}",
-        )
+        note = StepFailureNode()
+        note += nodes.strong(text=f"Step {item.get('step')} of {total} does not hold:")
+        note += nodes.Text(" ")
+        note += nodes.math(text=_inline_latex(f"{item.get('lhs')} {rel} {item.get('rhs')}"))
+        note += nodes.Text(f" — {item.get('detail')}")
         anchor = target if isinstance(target, nodes.math_block) else target.parent
         while anchor.parent is not None and not isinstance(anchor, nodes.Body):
             anchor = anchor.parent
@@ -144,6 +145,13 @@ def _tr(cells: list[nodes.Node | str]) -> nodes.row:
 
 
 _COMMENT = re.compile(r"(?<!\\)%[^\n]*")
+
+
+def _inline_latex(text: str) -> str:
+    """A step's two sides as one line of inline maths: no alignment marks, row breaks or
+    comments of the display they came from."""
+    text = _COMMENT.sub("", text).replace("&", " ")
+    return " ".join(re.sub(r"\\\\(?![A-Za-z])", " ", text).split())
 
 
 class MathCommentsPostTransform(SphinxPostTransform):
