@@ -195,7 +195,10 @@ def test_derivation_badges_are_visible(browser, server, sites):
         By.CSS_SELECTOR, ".chapters-derivation-title .chapters-badge--pass"
     )
     assert len(badges) == chapter["derivations"] > 0
-    assert all(b.is_displayed() and b.text == "PASS" for b in badges)
+    # each badge tells the reader how many of the derivation's claims the machine checked
+    steps = [d["steps"] for d in report["derivations"] if d["chapter"] == chapter["chapter"]]
+    assert [b.text for b in badges] == [f"PASS · steps {s['pass']}/{s['claims']}" for s in steps]
+    assert all(b.is_displayed() for b in badges)
 
 
 def test_version_switcher_lists_both_versions(browser, server):
