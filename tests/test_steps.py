@@ -6,6 +6,7 @@ Each test writes a small chapter and runs the check in this process, as a kernel
 from __future__ import annotations
 
 import textwrap
+import traceback
 from pathlib import Path
 
 import pytest
@@ -348,3 +349,51 @@ def test_the_prose_can_make_maths_a_case(tmp_path):
         "pass",
     ]
     assert result.items[0]["detail"] == "stated as a case in the prose"
+
+
+def test_a_kernel_reads_each_text_once_and_still_sees_an_edit(tmp_path, linreg):
+    """Later checks of a chapter read earlier derivations again; what was read is remembered,
+    and the same verdicts come back, an unsupported text is unsupported again, an edit is seen."""
+    from chapters_support.maths import parse
+
+    unsupported = r"\mathbb{E}[\mathbf{w}] = \mathbf{0}"
+    parse.forget()
+    path = chapter(tmp_path, GRADIENT + f"\nand ${unsupported}$.\n")
+    first = check_steps("d", linreg, source=path)
+    read = parse._steps.cache_info().misses
+    again = check_steps("d", linreg, source=path)
+    assert parse._steps.cache_info().misses == read  # nothing read a second time
+    assert verdicts(again) == verdicts(first)
+    assert [v[3] for v in verdicts(first)] == ["defines", "pass", "pass", "pass", "unsupported"]
+    assert again.items[-1]["detail"] == first.items[-1]["detail"]
+    depths = []
+    for _ in range(3):  # what does not parse is remembered too, and raised afresh each time
+        with pytest.raises(parse.Unsupported, match="does not parse") as raised:
+            parse.steps(r"a = \frac{1}{")
+        depths.append(len(list(traceback.walk_tb(raised.value.__traceback__))))
+    assert depths == [3, 3, 3]  # the test, steps(), the memo: no pile-up of old raises
+    wrong = GRADIENT.replace(r"&= \frac{2}{n}", r"&= \frac{1}{n}")
+    edited = check_steps("d", linreg, source=chapter(tmp_path, wrong))
+    assert [v[3] for v in verdicts(edited)] == ["defines", "pass", "pass", "fail"]
+
+
+def test_a_large_jacobian_gives_the_same_verdicts_batched_or_row_by_row(tmp_path, monkeypatch):
+    from chapters_support.maths import evaluate
+
+    torch.manual_seed(1)
+    A = torch.randn(4, 3, **f64)
+    x = torch.randn(3, **f64)
+    bound = Bindings({r"\mathbf{A}": A, r"\mathbf{x}": x, r"\mathbf{y}": lambda A, x: A @ x})
+    text = r"$$\frac{\partial \mathbf{y}}{\partial \mathbf{x}} = \mathbf{A}$$"
+    wrong = r"$$\frac{\partial \mathbf{y}}{\partial \mathbf{x}} = 2\mathbf{A}$$"
+    before = r"Let $\mathbf{y} = \mathbf{A}\mathbf{x}$."
+    results = {}
+    for rows in (256, 0):  # the book's default, then every Jacobian batched
+        monkeypatch.setattr(evaluate, "_LOOP_ROWS", rows)
+        results[rows] = [
+            verdicts(check_steps("d", bound, source=chapter(tmp_path, t, before=before)))
+            for t in (text, wrong)
+        ]
+    assert results[256] == results[0]
+    assert [v[3] for v in results[0][0]] == ["pass"]
+    assert [v[3] for v in results[0][1]] == ["fail"]

@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -230,6 +231,7 @@ def python_name(name: Name, *, family: bool = False) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
 def _plain(latex: str) -> str:
     out = latex
     for style in ("mathbf", "boldsymbol", "bm", "mathrm", "mathit", "operatorname", "text",
@@ -274,6 +276,7 @@ class Env:
         broadcast_scalars: bool = False,
     ) -> None:
         self.entries = dict(entries)
+        self._by_python: tuple[tuple[tuple[str, int], ...], dict[str, str], tuple] | None = None
         self.dtype = dtype
         self.device = device or torch.device("cpu")
         self.index_base = index_base
@@ -447,7 +450,15 @@ class Env:
 
     @property
     def by_python(self) -> dict[str, str]:
-        """Code names of the symbols (bound ones first, then those the maths defines)."""
+        """Code names of the symbols (bound ones first, then those the maths defines); asked
+        for every argument of every call of a bound function, so kept until an entry changes."""
+        state = tuple((key, id(entry)) for key, entry in self.entries.items())
+        if self._by_python is None or self._by_python[0] != state:
+            # the entries are kept with the state, so no later entry can reuse their ids
+            self._by_python = (state, self._code_names(), tuple(self.entries.values()))
+        return self._by_python[1]
+
+    def _code_names(self) -> dict[str, str]:
         names: dict[str, str] = {}
         for source in ("bound", "defined"):
             for key, entry in self.entries.items():
@@ -2056,32 +2067,23 @@ def _diag(x: Val) -> Val:
 
 
 def _jacobian(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """dy/dx with shape y.shape + x.shape (zeros where y does not depend on x): all rows in one
-    batched backward pass (vmap), one backward pass per row where an operation cannot be
-    batched."""
-    if not y.requires_grad:
+    """dy/dx with shape y.shape + x.shape (zeros where y does not depend on x): one backward
+    pass per row, or for a large Jacobian all rows in one batched pass (vmap) where every
+    operation can be batched."""
+    if not y.requires_grad or y.numel() == 0:
         return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
     flat = y.reshape(-1)
     count = flat.numel()
-    if count == 0:
-        return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
-    if count == 1:
-        (g,) = torch.autograd.grad(
-            flat[0], x, retain_graph=True, create_graph=True, allow_unused=True
-        )
-        g = torch.zeros_like(x) if g is None else g
-        return g.reshape(y.shape + x.shape)
-    try:
+    if count > _LOOP_ROWS:
         eye = torch.eye(count, dtype=flat.dtype, device=flat.device)
-        (g,) = torch.autograd.grad(
-            flat, x, eye, retain_graph=True, create_graph=True, allow_unused=True,
-            is_grads_batched=True,
-        )  # fmt: skip
-        if g is None:
-            return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
-        return g.reshape(y.shape + x.shape)
-    except RuntimeError:
-        pass
+        with contextlib.suppress(RuntimeError):
+            (g,) = torch.autograd.grad(
+                flat, x, eye, retain_graph=True, create_graph=True, allow_unused=True,
+                is_grads_batched=True,
+            )  # fmt: skip
+            if g is None:
+                return torch.zeros(y.shape + x.shape, dtype=x.dtype, device=x.device)
+            return g.reshape(y.shape + x.shape)
     rows = []
     for k in range(count):
         (g,) = torch.autograd.grad(
@@ -2089,6 +2091,12 @@ def _jacobian(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         )
         rows.append(torch.zeros_like(x) if g is None else g)
     return torch.stack(rows).reshape(y.shape + x.shape)
+
+
+# Up to this many rows a Jacobian takes one backward pass per row: the book's Jacobians are
+# small, and a batched pass (grad_outputs given) costs each kernel a one-off import of torch's
+# symbolic shapes (sympy, about 0.6 s) that nothing else in a chapter needs.
+_LOOP_ROWS = 256
 
 
 # -- comparing two sides --------------------------------------------------------------------------

@@ -84,6 +84,13 @@ def _parser() -> Any:
 
 def derivations(text: str) -> list[DerivationSource]:
     """Every top-level ``{derivation}`` of a chapter, with its maths, in order."""
+    return list(_derivations(text))
+
+
+@lru_cache(maxsize=32)
+def _derivations(text: str) -> tuple[DerivationSource, ...]:
+    """Read once per text: every step check of a chapter looks its derivation up in the same
+    file (nobody changes what is read here)."""
     found = []
     lines = text.splitlines()
     context: list[Maths] = []
@@ -113,7 +120,7 @@ def derivations(text: str) -> list[DerivationSource]:
         for maths in derivation.maths:
             context.append(dataclasses.replace(maths, group=position, derived=True))
         found.append(derivation)
-    return found
+    return tuple(found)
 
 
 def _maths(content: str, first_line: int, lines: list[str]) -> list[Maths]:

@@ -1574,6 +1574,47 @@ class Step:
 
 def statements(text: str) -> list[Statement]:
     """Every statement of a maths text, in reading order."""
+    return list(_remembered(_statements, text))
+
+
+def steps(text: str) -> list[Step]:
+    """Every relation step of a maths text, with the author's ``% unchecked: ...`` reasons."""
+    return list(_remembered(_steps, text))
+
+
+def _remembered(read, text: str) -> tuple:
+    """A chapter's check of derivation k reads the maths of derivations 1..k again (their
+    definitions carry over), so each text is read once per kernel; what is read is never changed
+    afterwards (the trees are frozen)."""
+    found = read(text)
+    if isinstance(found, Unsupported):
+        raise found.with_traceback(None)
+    return found
+
+
+def forget() -> None:
+    """Drop what :func:`steps` and :func:`statements` remember (to measure a first reading)."""
+    _statements.cache_clear()
+    _steps.cache_clear()
+
+
+@lru_cache(maxsize=8192)
+def _statements(text: str) -> tuple[Statement, ...] | Unsupported:
+    try:
+        return tuple(_read_statements(text))
+    except Unsupported as error:
+        return error
+
+
+@lru_cache(maxsize=8192)
+def _steps(text: str) -> tuple[Step, ...] | Unsupported:
+    try:
+        return tuple(_read_steps(text))
+    except Unsupported as error:
+        return error
+
+
+def _read_statements(text: str) -> list[Statement]:
     toks = tokenize(text)
     sig = _significant(toks)
     if len(sig) == 1 and sig[0].kind == "env" and sig[0].value in ALIGN_ENVIRONMENTS:
@@ -1585,8 +1626,7 @@ def statements(text: str) -> list[Statement]:
     return out
 
 
-def steps(text: str) -> list[Step]:
-    """Every relation step of a maths text, with the author's ``% unchecked: ...`` reasons."""
+def _read_steps(text: str) -> list[Step]:
     toks = tokenize(text)
     found: list[Step] = []
     for number, statement in enumerate(statements(text)):

@@ -55,7 +55,11 @@ class ChecksCollector(EnvironmentCollector):
         env = app.env
         ensure_env(env)
         docname = env.docname
-        claims = _claims_by_label(env, docname)
+        results = [dict(node["result"]) for node in doctree.findall(CheckResultNode)]
+        # a derivation a step check read carries its claims in the items; count the rest
+        bound = {r.get("label") for r in results if r.get("kind") == "steps" and r.get("items")}
+        labels = [node["label"] for node in doctree.findall(DerivationNode)]
+        claims = _claims_by_label(env, docname, [x for x in labels if x not in bound])
         derivations = [
             {
                 "label": node["label"],
@@ -67,7 +71,6 @@ class ChecksCollector(EnvironmentCollector):
             }
             for node in doctree.findall(DerivationNode)
         ]
-        results = [dict(node["result"]) for node in doctree.findall(CheckResultNode)]
         failures = [dict(node["failure"]) for node in doctree.findall(ExecutionFailureNode)]
         if derivations:
             env.chapters_derivations[docname] = derivations
@@ -79,11 +82,16 @@ class ChecksCollector(EnvironmentCollector):
             env.chapters_status_docs.add(docname)
 
 
-def _claims_by_label(env: BuildEnvironment, docname: str) -> dict[str, dict[str, int]]:
-    """How many claims each derivation's text makes (counted when no step check binds it)."""
+def _claims_by_label(
+    env: BuildEnvironment, docname: str, unbound: list[str]
+) -> dict[str, dict[str, int]]:
+    """How many claims the text of each derivation no step check binds makes (a bound one's
+    claims come with its step results)."""
     from chapters_support.maths import extract
     from chapters_support.maths.parse import count_claims
 
+    if not unbound:
+        return {}
     path = Path(env.doc2path(docname))
     if path.suffix != ".md" or not path.is_file():
         return {}
@@ -93,6 +101,7 @@ def _claims_by_label(env: BuildEnvironment, docname: str) -> dict[str, dict[str,
     return {
         d.label: count_claims([(m.text, m.display, m.condition) for m in d.maths])
         for d in extract.derivations(text)
+        if d.label in unbound
     }
 
 
