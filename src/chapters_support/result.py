@@ -85,7 +85,7 @@ class CheckResult:
         return {
             MIME_TYPE: self.to_json(),
             "text/plain": self._text(),
-            "text/html": self._html(),
+            "text/html": self.html(),
             "text/latex": self._latex(),
         }
 
@@ -95,7 +95,8 @@ class CheckResult:
             lines.append(f"  tolerance reason: {self.reason}")
         return "\n".join(lines)
 
-    def _html(self) -> str:
+    def html(self) -> str:
+        """The result as the page shows it (the bundle's ``text/html``)."""
         status = html.escape(self.status.upper())
         return (
             f'<div class="chapters-check chapters-check--{html.escape(self.status)}">'

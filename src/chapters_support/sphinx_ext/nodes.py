@@ -85,7 +85,7 @@ def visit_badge_html(self: Any, node: DerivationBadgeNode) -> None:
 def visit_check_html(self: Any, node: CheckResultNode) -> None:
     result = CheckResult.from_json(node["result"])
     ids = " ".join(node["ids"])
-    bundle_html = result.to_bundle()["text/html"]
+    bundle_html = result.html()
     self.body.append(
         f'<div id="{html.escape(ids)}" class="chapters-check-output">{bundle_html}</div>\n'
         if ids
