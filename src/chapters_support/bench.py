@@ -25,7 +25,7 @@ from typing import Any
 from chapters_support.execution.runner import default_jobs
 
 # a ~5 % effect on a ~10 s build is inside one run's noise: take the best of several
-OVERHEAD_REPEATS = 3
+OVERHEAD_REPEATS = 5
 
 
 @dataclass
