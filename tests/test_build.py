@@ -218,7 +218,8 @@ def test_step_checks_show_in_badges_status_page_and_json(book_copy, build):
     built = build(book_copy("test-steps"))
     assert built.returncode == 0, built.output
     assert (
-        "chapters: steps: 4/8 (50%) of the claims PASS — display 2/4 (50%), inline 2/4 (50%)"
+        "chapters: steps: 4/8 (50%) of the claims PASS — display 2/4 (50%), inline 2/4 (50%); "
+        "1 of 3 derivations bound, the final formula of 1 PASSes against the check's reference"
         in built.output
     )
 

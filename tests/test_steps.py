@@ -397,3 +397,64 @@ def test_a_large_jacobian_gives_the_same_verdicts_batched_or_row_by_row(tmp_path
     assert results[256] == results[0]
     assert [v[3] for v in results[0][0]] == ["pass"]
     assert [v[3] for v in results[0][1]] == ["fail"]
+
+
+def test_the_jacobian_of_a_defined_function_is_a_claim_checked_by_autograd(tmp_path):
+    torch.manual_seed(2)
+    bound = Bindings(
+        {r"\mathbf{A}": torch.randn(4, 4, **f64), r"\mathbf{x}": torch.randn(4, **f64)}
+    )
+    text = r"""
+    Let $\mathbf{f}(\mathbf{x}) = \mathbf{x} \odot (\mathbf{A}\mathbf{x})$. Then
+
+    $$
+    \mathbf{J}_{\mathbf{f}}(\mathbf{x}) = \operatorname{diag}(\mathbf{A}\mathbf{x}) + \operatorname{diag}(\mathbf{x})\, \mathbf{A} .
+    $$
+    """
+    result = check_steps("d", bound, source=chapter(tmp_path, text))
+    assert [v[3] for v in verdicts(result)] == ["defines", "pass"]
+    assert result.items[-1]["reference"] and result.items[-1]["final"]  # autograd's Jacobian
+    wrong = text.replace(r"\operatorname{diag}(\mathbf{A}\mathbf{x}) + ", "")
+    result = check_steps("d", bound, source=chapter(tmp_path, wrong))
+    assert [v[3] for v in verdicts(result)] == ["defines", "fail"]
+
+
+def test_a_reference_read_through_a_remembered_value_or_a_family_still_counts(tmp_path):
+    """The final formula is compared with the reference however the evaluator reaches it: the
+    reference read again from what an earlier step computed, a family member, a function."""
+    from chapters_support.checks import reference
+
+    torch.manual_seed(3)
+    x = torch.randn(5, **f64)
+    text = r"""
+    $$
+    s = \operatorname{lse}(\mathbf{x}), \qquad \mathbf{h}_t = t\,\mathbf{x}, \qquad g(\mathbf{x}) = 2\mathbf{x}
+    $$
+
+    and so
+
+    $$
+    \operatorname{lse}(\mathbf{x}) + \mathbf{1}^\top\mathbf{h}_2 + \mathbf{1}^\top g(\mathbf{x})
+    = s + 4\,\mathbf{1}^\top\mathbf{x} .
+    $$
+    """
+    lse = {r"\operatorname{lse}": reference(lambda x: torch.logsumexp(x, dim=-1))}
+    family = {r"\mathbf{h}_t": reference(lambda t, x: t * x)}
+    function = {"g": reference(lambda x: 2 * x)}
+    for extra in (lse, family, function):
+        symbols = Bindings({r"\mathbf{x}": x, **extra})
+        result = check_steps("d", symbols, source=chapter(tmp_path, text))
+        final = [i for i in result.items if i["final"]]
+        assert [i["status"] for i in final] == ["pass"] and final[0]["reference"], extra
+    plain = check_steps("d", Bindings({r"\mathbf{x}": x}), source=chapter(tmp_path, text))
+    assert not [i for i in plain.items if i["final"]][0]["reference"]
+    # an earlier step computed y; the final one reads it again from memory
+    twice = (
+        "With $\\mathbf{y} = 2\\mathbf{x}$,\n\n$$\n\\mathbf{y} = \\mathbf{x} + \\mathbf{x}\n$$\n"
+    )
+    symbols = Bindings({r"\mathbf{x}": x, r"\mathbf{y}": reference(lambda x: 2 * x)})
+    result = check_steps("d", symbols, source=chapter(tmp_path, twice))
+    assert [(i["status"], i["final"], i["reference"]) for i in result.items] == [
+        ("pass", False, True),
+        ("pass", True, True),
+    ]

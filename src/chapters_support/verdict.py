@@ -324,17 +324,21 @@ def step_coverage(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"display": {"claims": 0, "pass": 0}, "inline": {"claims": 0, "pass": 0}}
     bound = 0
     derivations = 0
+    final = 0
     for row in rows:
         steps = row.get("steps") or {}
         derivations += 1
         bound += bool(steps.get("bound"))
+        final += bool(steps.get("final_checked"))
         for kind in ("display", "inline"):
             part = steps.get(kind) or {}
             out[kind]["claims"] += int(part.get("claims", 0))
             out[kind]["pass"] += int(part.get("pass", 0))
     claims = out["display"]["claims"] + out["inline"]["claims"]
     passed = out["display"]["pass"] + out["inline"]["pass"]
-    out.update(claims=claims, pass_=passed, bound=bound, derivations=derivations)
+    out.update(
+        claims=claims, pass_=passed, bound=bound, derivations=derivations, final_checked=final
+    )
     out["pass"] = out.pop("pass_")
     for part in (out, out["display"], out["inline"]):
         part["coverage"] = part["pass"] / part["claims"] if part["claims"] else None
@@ -349,7 +353,8 @@ def coverage_text(coverage: Mapping[str, Any]) -> str:
     return (
         f"steps: {pct(coverage)} of the claims PASS — display {pct(coverage['display'])}, "
         f"inline {pct(coverage['inline'])}; {coverage['bound']} of {coverage['derivations']} "
-        "derivations bound"
+        f"derivations bound, the final formula of {coverage.get('final_checked', 0)} PASSes "
+        "against the check's reference"
     )
 
 

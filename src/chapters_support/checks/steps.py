@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,19 +85,26 @@ UNBOUND, UNSUPPORTED = STEP_UNBOUND, STEP_UNSUPPORTED
 
 def fixed(value: Any) -> Marked:
     """A binding the random draws leave alone (a data set with a structure the maths needs)."""
-    return Marked(value, fixed=True)
+    return _mark(value, fixed=True)
 
 
 def points(value: Any) -> Marked:
     """Test points of a scalar symbol: ``x`` bound to ``torch.linspace(-4, 4, 41)`` makes every
     formula in ``x`` elementwise over those points."""
-    return Marked(value, points=True)
+    return _mark(value, points=True)
 
 
 def reference(value: Any) -> Marked:
     """The value the derivation's own check compares with (``torch.linalg.lstsq``'s solution,
-    autograd's Hessian): the final displayed formula is then compared with that reference."""
-    return Marked(value, reference=True)
+    autograd's Hessian): the final displayed formula is then compared with that reference.
+    The marks compose: ``reference(points(...))`` is a reference at test points."""
+    return _mark(value, reference=True)
+
+
+def _mark(value: Any, **role: bool) -> Marked:
+    if isinstance(value, Marked):
+        return replace(value, **role)
+    return Marked(value, **role)
 
 
 class Bindings(Mapping[str, Any]):
@@ -552,6 +559,8 @@ def _known(env: Env, candidate: _Candidate) -> bool:
         return True
     if kind == "family" and env.family_of(name) is not None:
         return True
+    if kind == "function" and env.jacobian_function(name) is not None:
+        return True  # J_f(x) = ... with f known: a claim about f's Jacobian, never a definition
     return kind == "entrywise" and env.find_base(name) is not None
 
 

@@ -326,12 +326,20 @@ class Env:
             self._stack.pop()
             self._overrides.pop()
 
-    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+    def memo(self, key: Any, compute: Callable[[], Any], ev: Evaluator | None = None) -> Any:
+        """``compute()`` once per context. What computing it read (a value bound as the
+        reference, a derivative by autograd) is remembered with it and passed on to ``ev``, the
+        evaluator that reuses it, so a step that reads the reference through a remembered value
+        is still a step compared with the reference."""
         if key in self._overrides[-1]:
             return self._overrides[-1][key]
         for level in reversed(self._stack):
             if key in level:
-                return level[key]
+                value, reads = level[key]
+                if ev is not None:
+                    ev.uses_reference |= reads[0]
+                    ev.uses_partial |= reads[1]
+                return value
             # a value from an outer context is still right unless it depends on an override;
             # we do not track dependencies, so only the innermost context is reused
             break
@@ -339,12 +347,18 @@ class Env:
             raise Unsupported(
                 f"a definition of {key if isinstance(key, str) else key[0]} that uses itself"
             )
+        before = (ev.uses_reference, ev.uses_partial) if ev is not None else (False, False)
+        if ev is not None:
+            ev.uses_reference = ev.uses_partial = False
         self._active.add(key)
         try:
             value = compute()
         finally:
             self._active.discard(key)
-        self._stack[-1][key] = value
+            reads = (ev.uses_reference, ev.uses_partial) if ev is not None else (False, False)
+            if ev is not None:
+                ev.uses_reference, ev.uses_partial = before[0] | reads[0], before[1] | reads[1]
+        self._stack[-1][key] = (value, reads)
         return value
 
     # -- lookups --
@@ -366,6 +380,19 @@ class Env:
             if entry is not None:
                 return entry
         return None
+
+    def jacobian_function(self, name: Name) -> Entry | None:
+        """The function ``f`` of ``\\mathbf{J}_{\\mathbf{f}}`` (the notation page's Jacobian),
+        when the maths defines ``f`` as a function of one argument."""
+        if _strip_bold(name.core) != "J" or name.sub is None:
+            return None
+        items = name.sub.items
+        if not items or len(items) != 1 or not isinstance(items[0], Name):
+            return None
+        entry = self.find(items[0])
+        if entry is None or entry.kind != "function-definition" or len(entry.params) != 1:
+            return None
+        return entry
 
     def family_of(self, name: Name) -> Entry | None:
         """The family ``name`` is a member of: ``\\mathbf{g}_k`` of ``\\mathbf{g}_t`` (a bold symbol
@@ -393,7 +420,7 @@ class Env:
 
     def value_of(self, entry: Entry, ev: Evaluator) -> Any:
         """A symbol's value in the current context (tensor-shaped as the maths sees it)."""
-        return self.memo(entry.key, lambda: ev.compute_entry(entry))
+        return self.memo(entry.key, lambda: ev.compute_entry(entry), ev)
 
     def depends_on(self, node: Node, target: Name, seen: set[str] | None = None) -> bool:
         """Whether ``node`` reads the symbol ``target``, directly or through what it uses (a
@@ -807,14 +834,10 @@ class Evaluator:
     def jacobian_symbol(self, node: Name, args: Sequence[Node] | None = None) -> Val | None:
         """``\\mathbf{J}_{\\mathbf{f}}(\\mathbf{x})``: the notation page's Jacobian of a function,
         by autograd (at the bound point when written bare)."""
-        if _strip_bold(node.core) != "J" or node.sub is None or self.env.find(node) is not None:
+        if self.env.find(node) is not None:
             return None
-        items = node.sub.items
-        if not items or len(items) != 1 or not isinstance(items[0], Name):
-            return None
-        fname = items[0]
-        entry = self.env.find(fname)
-        if entry is None or entry.kind != "function-definition" or len(entry.params) != 1:
+        entry = self.env.jacobian_function(node)
+        if entry is None:
             return None
         self.uses_partial = True
         point = (
@@ -834,7 +857,7 @@ class Evaluator:
             and point.body_shape[1] == 1
         ):
             return Val(jac.reshape(out.body_shape[0], point.body_shape[0]), (), 2)
-        raise Unsupported(f"the Jacobian of {fname.spelling} of {out.describe()}")
+        raise Unsupported(f"the Jacobian of {entry.key} of {out.describe()}")
 
     def row_of_matrix(self, node: Name) -> Val | None:
         """``\\mathbf{x}_i`` is row i of ``\\mathbf{X}``, as a column (the notation page: row i of
@@ -950,12 +973,15 @@ class Evaluator:
                             self.env.memo(
                                 (entry.key, (lower,)),
                                 lambda lower=lower: self._call_family(entry, (lower,)),
+                                self,
                             )
                         except (Unsupported, Unbound, ShapeError, RuntimeError):
                             break
                 finally:
                     self.env.climbing = False
-            return self.env.memo((entry.key, values), lambda: self._call_family(entry, values))
+            return self.env.memo(
+                (entry.key, values), lambda: self._call_family(entry, values), self
+            )
         # a family over a named index: one member per value, stacked along that index
         grids = [_broadcast_to(v, names, self._sizes(ints, names)) for v in ints]
         shape = grids[0].shape
@@ -965,7 +991,9 @@ class Evaluator:
             values = tuple(_as_int(g[position]) for g in grids)
             members.append(
                 self.env.memo(
-                    (entry.key, values), lambda values=values: self._call_family(entry, values)
+                    (entry.key, values),
+                    lambda values=values: self._call_family(entry, values),
+                    self,
                 )
             )
         first = members[0]
@@ -980,6 +1008,8 @@ class Evaluator:
         return {n: sizes[n] for n in names}
 
     def _call_family(self, entry: Entry, index: tuple[int, ...]) -> Val:
+        if entry.reference:
+            self.uses_reference = True
         fn = entry.value
         if isinstance(fn, Node):  # a family defined in the maths: \mathbf{e}_t = ...
             scope = {name: self.from_python(i) for name, i in zip(entry.index, index, strict=True)}
@@ -1027,7 +1057,7 @@ class Evaluator:
             args = tuple(self.resolve(Name(core=p)) for p in entry.params)
             return self.apply_defined(entry, args)
 
-        return self.env.memo(entry.key, compute)
+        return self.env.memo(entry.key, compute, self)
 
     def eval_Unary(self, node: Unary) -> Value:
         x = self.eval(node.x)
@@ -1208,6 +1238,8 @@ class Evaluator:
             fn = fn.value
         if not callable(fn):
             return _product(self.resolve(func), self.eval(args[0]))
+        if entry.reference:
+            self.uses_reference = True
         evaluated = [_as_val(self.eval(a)) for a in args]
         # g(\mathbf{f}) with g = lambda f, v: v @ f: the maths gives f, the symbols give v
         named = self.env.python_arguments(fn, entry.params, self, skip=len(evaluated))
