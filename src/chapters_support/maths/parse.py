@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -1307,14 +1307,44 @@ def _is_label_like(node: Node) -> bool:
     )
 
 
-def _split_top(toks: Sequence[Tok], sep: str) -> list[list[Tok]]:
-    parts: list[list[Tok]] = [[]]
+def _depths(toks: Iterable[Tok], *, sized: bool = False) -> Iterator[tuple[Tok, int]]:
+    """Each token with the bracket depth after it: ``(`` and ``[`` open, ``)`` and ``]``
+    close (and, with ``sized``, ``\\left`` and ``\\right``)."""
     depth = 0
     for tok in toks:
-        if tok.kind == "op" and tok.value in "([":
+        if tok.kind == "op" and tok.value in "([" or sized and _is_macro(tok, "left"):
             depth += 1
-        elif tok.kind == "op" and tok.value in ")]":
+        elif tok.kind == "op" and tok.value in ")]" or sized and _is_macro(tok, "right"):
             depth -= 1
+        yield tok, depth
+
+
+def _is_macro(tok: Tok, name: str) -> bool:
+    return tok.kind == "macro" and tok.value == name
+
+
+def _split_relations(
+    toks: Sequence[Tok], *, sized: bool = False
+) -> tuple[list[list[Tok]], list[str], list[int]]:
+    """The sides of a chain, its relations and their offsets (relations inside brackets are
+    part of a side)."""
+    sides: list[list[Tok]] = [[]]
+    rels: list[str] = []
+    rel_pos: list[int] = []
+    for tok, depth in _depths(toks, sized=sized):
+        rel = _relation_of(tok) if depth == 0 else None
+        if rel is not None:
+            rels.append(rel)
+            rel_pos.append(tok.pos)
+            sides.append([])
+        else:
+            sides[-1].append(tok)
+    return sides, rels, rel_pos
+
+
+def _split_top(toks: Sequence[Tok], sep: str) -> list[list[Tok]]:
+    parts: list[list[Tok]] = [[]]
+    for tok, depth in _depths(toks):
         if tok.kind == "op" and tok.value == sep and depth == 0:
             parts.append([])
         else:
@@ -1460,15 +1490,7 @@ def _differential_prefix_len(toks: Sequence[Tok]) -> int:
 
 
 def _has_top_relation(toks: Sequence[Tok]) -> bool:
-    depth = 0
-    for tok in toks:
-        if tok.kind == "op" and tok.value in "([":
-            depth += 1
-        elif tok.kind == "op" and tok.value in ")]":
-            depth -= 1
-        elif depth == 0 and _relation_of(tok) is not None:
-            return True
-    return False
+    return any(depth == 0 and _relation_of(tok) is not None for tok, depth in _depths(toks))
 
 
 def _relation_of(tok: Tok) -> str | None:
@@ -1500,20 +1522,7 @@ def _split_at(toks: Sequence[Tok], kind: str) -> list[list[Tok]]:
 
 def parse_chain(toks: Sequence[Tok]) -> Chain:
     """``a = b \\le c`` into sides and relations (no statement separators inside)."""
-    sides: list[list[Tok]] = [[]]
-    rels: list[str] = []
-    depth = 0
-    for tok in toks:
-        if tok.kind == "op" and tok.value in "([":
-            depth += 1
-        elif tok.kind == "op" and tok.value in ")]":
-            depth -= 1
-        rel = _relation_of(tok) if depth == 0 else None
-        if rel is not None:
-            rels.append(rel)
-            sides.append([])
-        else:
-            sides[-1].append(tok)
+    sides, rels, _ = _split_relations(toks)
     nodes = tuple(_Parser(s).parse_all() for s in sides)
     return Chain(
         toks[0].pos if toks else 0, toks[-1].end if toks else 0, sides=nodes, rels=tuple(rels)
@@ -1765,7 +1774,6 @@ def _segments(toks: Sequence[Tok]) -> list[tuple[list[Tok], bool]]:
     segments: list[tuple[list[Tok], bool]] = []
     current: list[Tok] = []
     condition = False
-    depth = 0
     sig_stream = [t for t in stream if t.kind != "comment"]
 
     def flush(next_condition: bool) -> None:
@@ -1776,15 +1784,7 @@ def _segments(toks: Sequence[Tok]) -> list[tuple[list[Tok], bool]]:
         current = []
         condition = next_condition
 
-    for k, tok in enumerate(sig_stream):
-        if tok.kind == "op" and tok.value in "([":
-            depth += 1
-        elif tok.kind == "op" and tok.value in ")]":
-            depth -= 1
-        elif tok.kind == "macro" and tok.value == "left":
-            depth += 1
-        elif tok.kind == "macro" and tok.value == "right":
-            depth -= 1
+    for k, (tok, depth) in enumerate(_depths(sig_stream, sized=True)):
         if depth == 0 and tok.kind == "space" and tok.value in SEPARATORS:
             flush(condition and not _significant(current))
             continue
@@ -1823,15 +1823,10 @@ def _segments(toks: Sequence[Tok]) -> list[tuple[list[Tok], bool]]:
 
 
 def _closes_at_end(sig: Sequence[Tok]) -> bool:
-    depth = 0
-    for k, tok in enumerate(sig):
-        if tok.kind == "op" and tok.value in "([":
-            depth += 1
-        elif tok.kind == "op" and tok.value in ")]":
-            depth -= 1
-            if depth == 0 and k != len(sig) - 1:
-                return False
-    return True
+    return not any(
+        depth == 0 and tok.kind == "op" and tok.value in ")]" and k != len(sig) - 1
+        for k, (tok, depth) in enumerate(_depths(sig))
+    )
 
 
 def _text_is_name(toks: Sequence[Tok], k: int) -> bool:
@@ -1865,22 +1860,7 @@ _GAP = {"dots", "cdots", "ldots"}
 
 
 def _statement(text: str, toks: list[Tok], condition: bool) -> list[Statement]:
-    sides: list[list[Tok]] = [[]]
-    rels: list[str] = []
-    rel_pos: list[int] = []
-    depth = 0
-    for tok in toks:
-        if tok.kind == "op" and tok.value in "([" or tok.kind == "macro" and tok.value == "left":
-            depth += 1
-        elif tok.kind == "op" and tok.value in ")]" or tok.kind == "macro" and tok.value == "right":
-            depth -= 1
-        rel = _relation_of(tok) if depth == 0 else None
-        if rel is not None:
-            rels.append(rel)
-            rel_pos.append(tok.pos)
-            sides.append([])
-        else:
-            sides[-1].append(tok)
+    sides, rels, rel_pos = _split_relations(toks, sized=True)
     if not rels:
         return []
     # lists: "t = 1, \dots, T" is a range; "q, k \in R^d" is one claim per symbol
