@@ -18,9 +18,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chapters_support.cli import bench, cache, check, execute, new, publish
+    from chapters_support.cli import bench, cache, check, execute, mutate, new, publish
 
-    for module in (check, execute, cache, new, bench, publish):
+    for module in (check, execute, cache, new, bench, publish, mutate):
         cli.add_command(module.command)
 
 

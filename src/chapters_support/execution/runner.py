@@ -148,7 +148,7 @@ def recorded_seconds(cache: Any) -> dict[str, float]:
     return seconds
 
 
-def _execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
+def execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """Run one notebook in its own kernel (in a worker process)."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -298,7 +298,7 @@ def execute(
                 "cwd": str(chapter.path.parent),
                 "in_temp": chapter.in_temp,
             }
-            futures[pool.submit(_execute_payload, payload)] = (chapter, reason)
+            futures[pool.submit(execute_payload, payload)] = (chapter, reason)
         for future in cf.as_completed(futures):
             chapter, reason = futures[future]
             outcome = _collect(cache, chapter, reason, future)
