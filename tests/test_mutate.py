@@ -56,10 +56,11 @@ def test_the_selection_is_capped_deterministic_and_spread_over_operators(book_co
     assert len({m.operator for m in first}) == 4  # round-robin: four operators, not four of one
 
 
-def test_verdicts_scores_and_exit_code(book_copy, tmp_path):
+def test_verdicts_scores_record_and_status_page(book_copy, build, tmp_path):
     root = book_copy("test-mutate")
     out = tmp_path / "mutation.json"
-    assert main(["mutate", "--book", str(root), "--json", str(out), "-j", "2"]) == 1  # < 98 %
+    args = ["mutate", "--book", str(root), "--json", str(out), "-j", "2", "--record"]
+    assert main(args) == 1  # below the 98 % threshold
     data = json.loads(out.read_text())
     verdicts = {
         c["label"]: sorted((m["operator"], m["verdict"]) for m in c["mutants"])
@@ -97,6 +98,32 @@ def test_verdicts_scores_and_exit_code(book_copy, tmp_path):
         "score": 17 / 19,
     }
     assert not (root / "_build").exists()  # the book's cache is never touched
+
+    # the record the book keeps, and the status page's column
+    recorded = json.loads((root / "_mutation.json").read_text())["chapters"]["layer"]
+    assert recorded["derivations"]["layer-tiny-bias"]["survived"] == 2
+    built = build(root)
+    assert built.returncode == 0, built.output
+    table = built.page("status").select_one("table.chapters-status-table")
+    assert [th.get_text() for th in table.select("th")][-1] == "Mutants"
+    cells = [tr.select("td")[-1].get_text(strip=True) for tr in table.select("tbody tr")]
+    assert cells == ["4/4 killed", "2/4 killed", "5/5 killed", "6/6 killed"]
+    row = next(r for r in built.report()["derivations"] if r["label"] == "layer-tiny-bias")
+    assert row["mutation"]["score"] == 0.5 and not row["mutation"]["stale"]
+    # a prose or maths edit keeps the scores; a code edit marks them stale
+    layer = root / "layer.md"
+    digest = mutate.code_digest(layer)
+    layer.write_text(layer.read_text().replace("at a test point", "at a point"))
+    assert mutate.code_digest(layer) == digest
+    layer.write_text(layer.read_text().replace("* 2.5", "* 3.5"))
+    assert mutate.code_digest(layer) != digest
+    built = build(root)
+    assert built.returncode == 0, built.output
+    table = built.page("status").select_one("table.chapters-status-table")
+    cells = [tr.select("td")[-1].get_text(strip=True) for tr in table.select("tbody tr")]
+    assert cells == [
+        f"{c} (stale)" for c in ["4/4 killed", "2/4 killed", "5/5 killed", "6/6 killed"]
+    ]
 
 
 def test_changed_measures_only_the_chapters_a_change_touches(book_copy, capsys):

@@ -723,3 +723,86 @@ def summary(scores: Sequence[CheckScore]) -> dict[str, Any]:
         "checks": len(scores),
         "score": counts[KILLED] / decided if decided else None,
     }
+
+
+# -- the record the book keeps (book/_mutation.json) ---------------------------------------------
+
+RECORD_FILE = "_mutation.json"
+
+
+def code_digest(path: Any) -> str:
+    """A digest of a chapter's code cells (what its mutants were made from): a prose or maths
+    edit keeps it, a code edit marks the chapter's recorded scores stale."""
+    import hashlib
+
+    import jupytext
+
+    notebook = jupytext.read(str(path))
+    h = hashlib.blake2b(digest_size=12)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            h.update(cell.source.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+def record(
+    book_root: Any, scores: Sequence[CheckScore], chapters: Sequence[Chapter], cap: int
+) -> Any:
+    """Write (or update) ``_mutation.json`` in the book: each measured chapter's scores with
+    the digest of the code they were measured on; chapters not measured now are kept."""
+    import json
+    from pathlib import Path
+
+    path = Path(book_root) / RECORD_FILE
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    recorded = data.get("chapters") or {}
+    for chapter in chapters:
+        mine = [s for s in scores if s.chapter == chapter.docname]
+        recorded[chapter.docname] = {
+            "code_digest": code_digest(chapter.path),
+            "cap": cap,
+            "derivations": {
+                s.label: {**{v: s.count(v) for v in VERDICTS}, "score": s.score} for s in mine
+            },
+        }
+    out = {
+        "about": "chapters mutate --record: mutants of each check's derived code, and how many "
+        "its check kills (a chapter whose code changed since is marked stale)",
+        "chapters": dict(sorted(recorded.items())),
+    }
+    path.write_text(json.dumps(out, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def recorded_scores(
+    book_root: Any, sources: dict[str, Any]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """(chapter, label) -> its recorded counts and score, with ``stale`` when the chapter's
+    code changed since (``sources``: docname -> chapter file)."""
+    import json
+    from pathlib import Path
+
+    path = Path(book_root) / RECORD_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for docname, chapter in (data.get("chapters") or {}).items():
+        source = sources.get(docname)
+        if source is None:
+            continue
+        stale = code_digest(source) != chapter.get("code_digest")
+        for label, counts in (chapter.get("derivations") or {}).items():
+            out[(docname, label)] = {**counts, "stale": stale}
+    return out
+
+
+def score_text(entry: dict[str, Any] | None) -> str:
+    """The status page's cell: ``11/12 killed``, with ``(stale)`` after a code edit."""
+    if not entry:
+        return "–"
+    killed, survived = int(entry.get(KILLED, 0)), int(entry.get(SURVIVED, 0))
+    if killed + survived == 0:
+        return "no valid mutant"
+    text = f"{killed}/{killed + survived} killed"
+    return text + " (stale)" if entry.get("stale") else text

@@ -51,6 +51,9 @@ def changed_chapters(book: Book, base: str) -> tuple[str, ...]:
 )
 @click.option("--changed", metavar="BASE", help="Only the chapters that differ from git BASE.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the results.")
+@click.option(
+    "--record", is_flag=True, help="Keep the scores in the book's _mutation.json (status page)."
+)
 def command(
     chapters: tuple[str, ...],
     book_dir: str,
@@ -59,6 +62,7 @@ def command(
     threshold: float,
     changed: str | None,
     json_path: Path | None,
+    record: bool,
 ) -> int:
     """Mutate the derived code of each check and count the mutants its check kills.
 
@@ -117,6 +121,9 @@ def command(
     if json_path is not None:
         data = {"summary": total, "checks": [s.to_json() for s in scores], "notes": notes}
         json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if record:
+        written = mutate.record(book.root, scores, selected, cap)
+        console.print(f"recorded in {written}")
     score = total["score"]
     if score is not None and score < threshold:
         console.print(f"[bold red]score {score:.1%} is below the threshold {threshold:.0%}[/]")

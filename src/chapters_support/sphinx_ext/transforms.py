@@ -9,6 +9,7 @@ Priorities (lower runs first), as sphinx-exercise documents its own:
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from docutils import nodes
@@ -16,6 +17,7 @@ from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.transforms.post_transforms import SphinxPostTransform
 
+from chapters_support.mutate import score_text
 from chapters_support.result import FAIL, PASS, STEP_FAIL, UNVERIFIED, format_seconds
 from chapters_support.sphinx_ext.collector import book_chapters, check_anchor
 from chapters_support.sphinx_ext.nodes import (
@@ -44,9 +46,24 @@ def assessment(app: Sphinx) -> dict[str, Any]:
     if cached is None:
         chapters = book_chapters(app.env)
         rows, problems = assess(chapters)
+        _add_mutation_scores(app, rows)
         cached = {"chapters": chapters, "rows": rows, "problems": problems}
         app.chapters_assessment = cached
     return cached
+
+
+def _add_mutation_scores(app: Sphinx, rows: list[dict[str, Any]]) -> None:
+    """Each row's recorded mutation score (``chapters mutate --record``), if the book has one."""
+    from chapters_support.mutate import recorded_scores
+
+    sources = {
+        docname: path
+        for docname in {r["chapter"] for r in rows}
+        if (path := Path(app.env.doc2path(docname))).suffix == ".md" and path.is_file()
+    }
+    scores = recorded_scores(app.srcdir, sources)
+    for row in rows:
+        row["mutation"] = scores.get((row["chapter"], row["label"]))
 
 
 def reset_assessment(app: Sphinx, env: Any) -> None:
@@ -202,6 +219,7 @@ class StatusTablePostTransform(SphinxPostTransform):
             row.get("dtype") or "–",
             row.get("device") or "–",
             format_seconds(seconds) if seconds is not None else "–",
+            score_text(row.get("mutation")),
         ]
 
     def build(self, data: dict[str, Any]) -> list[nodes.Node]:
@@ -274,6 +292,7 @@ class StatusTablePostTransform(SphinxPostTransform):
                             "dtype",
                             "Device",
                             "Check time",
+                            "Mutants",
                         ],
                         [self.row(docname, row) for row in mine],
                         ["chapters-status-table"],
