@@ -14,6 +14,7 @@ from chapters_support.checks import (
     CheckInputError,
     TautologyError,
     ToleranceError,
+    check_bound,
     check_close,
     check_gradient,
     check_statistic,
@@ -234,3 +235,47 @@ def test_non_finite_samples_fail_the_statistic():
     result = check_statistic("nan-mean", samples, 0.0)
     assert result.status == "fail"
     assert result.message == "mean is not finite: 1 non-finite sample(s)"
+
+
+# -- bounds: they hold, and they are tight where the derivation says -----------------------------
+
+
+def softmax_norm_and_bound(Z):
+    """||J||_2 of the softmax at each row of Z (autograd) and the bound 1 - ||s||^2."""
+    s = torch.softmax(Z, dim=-1)
+    J = torch.stack(
+        [torch.autograd.functional.jacobian(lambda z: torch.softmax(z, -1), z) for z in Z]
+    )
+    return torch.linalg.matrix_norm(J, 2), 1 - (s**2).sum(dim=-1)
+
+
+def test_a_bound_holds_and_is_tight_where_it_is_attained():
+    torch.manual_seed(0)
+    Z = torch.randn(30, 5, dtype=torch.float64) * 3
+    Z[:10, 2:] = -60.0  # two classes only: the Jacobian has one non-zero eigenvalue, bound attained
+    norm, bound = softmax_norm_and_bound(Z)
+    result = check_bound("sat", norm, bound, tight=torch.arange(10), within=1 + 1e-9)
+    assert result.passed and result.kind == "bound"
+    assert result.message.startswith("holds at 30 points")
+    assert [i["name"] for i in result.items] == ["holds", "tight"]
+    assert result.items[1]["reached"] == pytest.approx(1.0, abs=1e-12)
+    # a looser wrong bound (1 + ||s||^2) still holds, and fails for not being tight
+    s = torch.softmax(Z, dim=-1)
+    looser = check_bound("sat", norm, 1 + (s**2).sum(dim=-1), tight=torch.arange(10), within=1.01)
+    assert not looser.passed and "not tight" in looser.message
+    # a bound that is too tight fails where it is broken, naming the entry
+    tighter = check_bound("sat", norm, 0.9 * bound, tight=torch.arange(10), within=1.01)
+    assert not tighter.passed and "the bound fails" in tighter.message
+
+
+def test_a_bound_says_why_it_is_not_tested_for_tightness_or_is_refused():
+    value = torch.rand(20, dtype=torch.float64)
+    with pytest.raises(CheckInputError, match="looser wrong bound"):
+        check_bound("b", value, value + 1)
+    result = check_bound("b", value, value + 1, reason="an upper estimate, attained nowhere")
+    assert result.passed and "tightness not tested: an upper estimate" in result.message
+    x = value + 0.5
+    assert check_bound("b", 2 * x, x, relation=">=", tight=x > 0, within=2.0).passed
+    assert not check_bound("b", 2 * x, x, relation=">=", tight=x > 0, within=1.9).passed
+    with pytest.raises(CheckInputError, match="within must be"):
+        check_bound("b", value, value + 1, tight=[0], within=0.5)

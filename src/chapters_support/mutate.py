@@ -50,6 +50,7 @@ CHECKS: dict[str, tuple[tuple[int, str], tuple[int, str]]] = {
     "check_close": ((1, "derived"), (2, "reference")),
     "check_gradient": ((3, "derived"), (1, "loss_fn")),
     "check_statistic": ((2, "expected"), (1, "samples")),
+    "check_bound": ((2, "bound"), (1, "value")),
 }
 # the operators, in the order a capped selection takes them round-robin
 OPERATORS = (
@@ -557,7 +558,10 @@ def _results(run: Run, label: str) -> list[Any]:
 
 
 def _fingerprint(result: Any) -> tuple[Any, ...]:
-    return tuple(item.get("derived_digest", item.get("expected")) for item in result.items)
+    return tuple(
+        item.get("derived_digest", item.get("expected", item.get("reached")))
+        for item in result.items
+    )
 
 
 def verdict(run: Run, baseline: Run, label: str) -> tuple[str, str]:

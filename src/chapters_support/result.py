@@ -29,7 +29,7 @@ class CheckResult:
     """What one call of a check found; JSON-serialisable by construction."""
 
     label: str
-    kind: str  # "gradient" | "close" | "statistic"
+    kind: str  # "gradient" | "close" | "statistic" | "bound" | "steps"
     status: str  # PASS | FAIL
     message: str
     dtype: str

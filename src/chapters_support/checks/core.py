@@ -569,3 +569,140 @@ def check_statistic(
         reason,
         message=message,
     )
+
+
+def check_bound(
+    label: str,
+    value: Any,
+    bound: Any,
+    *,
+    relation: str = "<=",
+    tight: Any = None,
+    within: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    reason: str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> CheckResult:
+    """A one-sided claim, ``value <= bound`` (or ``>=``) at every test point, and tight.
+
+    ``value`` is what the bound is about, computed independently (autograd's Jacobian norm,
+    torch's rounding); ``bound`` is the derived formula at the same points (random and
+    adversarial ones). A bound only proves something if a *looser* wrong bound fails too, so
+    the check also asks where the derivation says it is attained: ``tight`` marks those points
+    (a boolean mask or indices over the entries) and ``within`` the factor by which the value
+    may stay off the bound there (``value >= bound / within`` for ``<=``). A bound that is
+    not tight anywhere the test can reach needs ``reason=...`` instead.
+    """
+    label = _validate_label(label)
+    start = time.perf_counter()
+    if relation not in ("<=", ">="):
+        raise CheckInputError(label, f"relation must be '<=' or '>=', not {relation!r}")
+    if value is bound:
+        raise TautologyError(label, "value and bound are the same object")
+    if tight is None and not (reason and reason.strip()):
+        raise CheckInputError(
+            label,
+            "a bound checked without tightness lets every looser wrong bound pass: pass "
+            "tight=... (the points where it is attained) and within=..., or reason='...' to "
+            "say why it is attained nowhere the test can reach",
+        )
+    if tight is not None and (within is None or not within >= 1.0):
+        raise CheckInputError(label, f"within must be a factor >= 1, got {within!r}")
+    tol = _tolerance(label, dtype, atol, rtol, reason)
+    v = _as_tensor(label, value, "value", None).detach()
+    b = _as_tensor(label, bound, "bound", v.device).detach()
+    if not v.is_floating_point():
+        v = v.to(dtype)
+    if not b.is_floating_point():
+        b = b.to(dtype)
+    if v.dtype != dtype or b.dtype != dtype:
+        raise CheckInputError(
+            label,
+            f"value is {config.dtype_name(v.dtype)} and bound {config.dtype_name(b.dtype)}, but "
+            f"the check runs in {config.dtype_name(dtype)} (pass dtype=... to change it)",
+        )
+    try:
+        v, b = torch.broadcast_tensors(v, b)
+    except RuntimeError:
+        raise CheckInputError(
+            label, f"value {tuple(v.shape)} and bound {tuple(b.shape)} do not broadcast"
+        ) from None
+    sign = 1.0 if relation == "<=" else -1.0
+    slack = (sign * (b - v)).to(torch.float64)  # >= 0 where the bound holds
+    allowed = tol.atol + tol.rtol * b.abs().to(torch.float64)
+    holds: dict[str, Any] = {"name": "holds", "shape": list(v.shape), "derived_digest": digest(b)}
+    finite = bool(torch.isfinite(v).all() and torch.isfinite(b).all())
+    if not finite:
+        holds.update(passed=False, max_abs_err=None, max_rel_err=None, ratio=None)
+        holds["problem"] = "non-finite value or bound"
+        items = [holds]
+    else:
+        excess = (-slack).clamp_min(0.0)
+        ratio_t = excess / allowed.clamp_min(torch.finfo(torch.float64).tiny)
+        ratio = float(ratio_t.max()) if ratio_t.numel() else 0.0
+        worst = int(slack.argmin()) if slack.numel() else 0
+        holds.update(
+            passed=ratio <= 1.0,
+            max_abs_err=float(excess.max()) if excess.numel() else 0.0,
+            max_rel_err=None,
+            ratio=ratio,
+            margin=float(slack.min()) if slack.numel() else None,
+        )
+        if ratio > 1.0:
+            holds["problem"] = (
+                f"the bound fails: value {float(v.reshape(-1)[worst]):.10g} vs bound "
+                f"{float(b.reshape(-1)[worst]):.10g} at entry {worst}"
+            )
+        items = [holds]
+        if tight is not None:
+            mask = torch.zeros(v.numel(), dtype=torch.bool, device=v.device)
+            marks = torch.as_tensor(tight, device=v.device)
+            if marks.dtype == torch.bool:
+                if marks.numel() != v.numel():
+                    raise CheckInputError(
+                        label, f"tight has {marks.numel()} entries, value has {v.numel()}"
+                    )
+                mask = marks.reshape(-1)
+            else:
+                mask[marks.reshape(-1).long()] = True
+            if not bool(mask.any()):
+                raise CheckInputError(label, "tight marks no point")
+            vt, bt = v.reshape(-1)[mask].to(torch.float64), b.reshape(-1)[mask].to(torch.float64)
+            # how close the value comes to the bound at the tight points: 1 is attained
+            closeness = vt / bt if relation == "<=" else bt / vt
+            reached = float(closeness.min())
+            needed = 1.0 / float(within)  # type: ignore[arg-type]
+            tight_item: dict[str, Any] = {
+                "name": "tight",
+                "shape": [int(mask.sum())],
+                "passed": reached >= needed,
+                "max_abs_err": None,
+                "max_rel_err": None,
+                "ratio": None,
+                "reached": reached,
+                "needed": needed,
+            }
+            if reached < needed:
+                tight_item["problem"] = (
+                    f"not tight: value/bound reaches only {reached:.6g} at the tight points "
+                    f"(needed {needed:.6g}, within {within:g})"
+                )
+            items.append(tight_item)
+    _sync(v.device)
+    parts = []
+    if holds.get("margin") is not None:
+        parts.append(f"holds at {v.numel()} points (smallest margin {holds['margin']:.3g})")
+    if tight is not None and len(items) > 1:
+        parts.append(
+            f"tight within {within:g} at {items[1]['shape'][0]} points "
+            f"(value/bound reaches {items[1]['reached']:.6g})"
+        )
+    else:
+        parts.append(f"tightness not tested: {reason}")
+    message = "; ".join(parts)
+    for item in items:
+        if not item["passed"]:
+            message += f"; {item.get('problem', 'outside tolerance')}"
+    seconds = time.perf_counter() - start
+    return _finish(label, "bound", items, dtype, v.device, seconds, tol, reason, message)
