@@ -56,6 +56,20 @@ def load_chapters(book: Book, names: tuple[str, ...]) -> list[Any]:
     return chapters
 
 
+def progress_bar(console: Console, what: str, *, disable: bool = False) -> Progress:
+    """The bar the commands show while kernels run: what, done/total, the last one, the time."""
+    return Progress(
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=disable,
+    )
+
+
 def run_chapters(
     book: Book,
     chapters: list[Any],
@@ -72,16 +86,7 @@ def run_chapters(
 
     planned = plan(chapters, cache, force=force)
     todo = planned[0]
-    with Progress(
-        TextColumn("[bold]executing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not todo,
-    ) as progress:
+    with progress_bar(console, "executing", disable=not todo) as progress:
         task = progress.add_task("", total=len(todo))
 
         def started(chapter: Any, reason: str) -> None:

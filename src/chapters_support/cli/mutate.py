@@ -10,7 +10,6 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from chapters_support.book import Book, BookError
@@ -73,7 +72,7 @@ def command(
     (not counted); INVALID: a crash before the verdict (not counted).
     """
     from chapters_support import mutate
-    from chapters_support.cli.check import load_chapters
+    from chapters_support.cli.check import load_chapters, progress_bar
     from chapters_support.execution.runner import default_jobs
     from chapters_support.execution.shards import load_durations
 
@@ -88,15 +87,7 @@ def command(
     except BookError as error:
         raise click.ClickException(str(error)) from None
     durations = load_durations(book.root)
-    with Progress(
-        TextColumn("[bold]mutants"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with progress_bar(console, "mutants") as progress:
         task = progress.add_task("", total=None)
 
         def planned(total: int) -> None:
