@@ -78,10 +78,19 @@ def test_verdicts_scores_record_and_status_page(book_copy, build, tmp_path):
         (m["operator"], m["after"]): m
         for m in next(c for c in data["checks"] if c["label"] == "layer-tiny-bias")["mutants"]
     }
-    survivor = tiny[("drop-term", "return (X @ W.T)")]
-    assert survivor["verdict"] == "survived"
+    survivor = tiny[
+        (
+            "drop-term",
+            "return (X @ W.T)  # mutate: equivalent[add-to-sub]: a sign of b below the tolerance here",
+        )
+    ]
+    assert survivor["verdict"] == "survived"  # the author's note names another operator
     line = (root / "layer.md").read_text().splitlines()[survivor["line"] - 1]
-    assert line.strip() == survivor["before"] == "return X @ W.T + b"
+    assert line.strip() == survivor["before"]
+    assert line.strip().startswith("return X @ W.T + b  # mutate: equivalent[add-to-sub]")
+    explained = next(m for m in tiny.values() if m["operator"] == "add-to-sub")
+    assert explained["verdict"] == "equivalent"
+    assert explained["why"] == "explained in the chapter: a sign of b below the tolerance here"
     dead = [m for c in data["checks"] if c["label"] == "layer-dead-term" for m in c["mutants"]]
     equivalent = sorted(m["after"] for m in dead if m["verdict"] == "equivalent")
     assert equivalent == [
@@ -91,25 +100,25 @@ def test_verdicts_scores_record_and_status_page(book_copy, build, tmp_path):
     ]
     assert data["summary"] == {
         "killed": 17,
-        "survived": 2,
-        "equivalent": 3,
+        "survived": 1,
+        "equivalent": 4,
         "invalid": 6,
         "checks": 4,
-        "score": 17 / 19,
+        "score": 17 / 18,
     }
     assert not (root / "_build").exists()  # the book's cache is never touched
 
     # the record the book keeps, and the status page's column
     recorded = json.loads((root / "_mutation.json").read_text())["chapters"]["layer"]
-    assert recorded["derivations"]["layer-tiny-bias"]["survived"] == 2
+    assert recorded["derivations"]["layer-tiny-bias"]["survived"] == 1
     built = build(root)
     assert built.returncode == 0, built.output
     table = built.page("status").select_one("table.chapters-status-table")
     assert [th.get_text() for th in table.select("th")][-1] == "Mutants"
     cells = [tr.select("td")[-1].get_text(strip=True) for tr in table.select("tbody tr")]
-    assert cells == ["4/4 killed", "2/4 killed", "5/5 killed", "6/6 killed"]
+    assert cells == ["4/4 killed", "2/3 killed", "5/5 killed", "6/6 killed"]
     row = next(r for r in built.report()["derivations"] if r["label"] == "layer-tiny-bias")
-    assert row["mutation"]["score"] == 0.5 and not row["mutation"]["stale"]
+    assert row["mutation"]["score"] == 2 / 3 and not row["mutation"]["stale"]
     # a prose or maths edit keeps the scores; a code edit marks them stale
     layer = root / "layer.md"
     digest = mutate.code_digest(layer)
@@ -122,7 +131,7 @@ def test_verdicts_scores_record_and_status_page(book_copy, build, tmp_path):
     table = built.page("status").select_one("table.chapters-status-table")
     cells = [tr.select("td")[-1].get_text(strip=True) for tr in table.select("tbody tr")]
     assert cells == [
-        f"{c} (stale)" for c in ["4/4 killed", "2/4 killed", "5/5 killed", "6/6 killed"]
+        f"{c} (stale)" for c in ["4/4 killed", "2/3 killed", "5/5 killed", "6/6 killed"]
     ]
 
 
@@ -147,3 +156,16 @@ def test_changed_measures_only_the_chapters_a_change_touches(book_copy, capsys):
         "checks": 0,
         "score": None,
     }
+
+
+def test_an_author_explains_an_equivalent_mutant_on_its_line_or_just_above():
+    above = mutate._comment_above(
+        "x = 1\n# mutate: equivalent[swap-matmul]: A + A^T is\n#   symmetric\ny = (A + A.T) @ v\n",
+        len("x = 1\n# mutate: equivalent[swap-matmul]: A + A^T is\n#   symmetric\n"),
+    )
+    assert above == ["# mutate: equivalent[swap-matmul]: A + A^T is symmetric"]
+    assert mutate._explained(above, "swap-matmul") == "A + A^T is symmetric"
+    assert mutate._explained(above, "negate") is None  # it names another operator
+    same_line = ["y = f(x)  # mutate: equivalent: every x gives the same y"]
+    assert mutate._explained(same_line, "negate") == "every x gives the same y"
+    assert mutate._explained(["y = f(x)  # a comment"], "negate") is None

@@ -32,9 +32,10 @@ import concurrent.futures as cf
 import copy
 import multiprocessing
 import random
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nbformat
@@ -131,6 +132,7 @@ class Mutant:
     source: str  # the whole mutated cell
     before: str  # the changed source line(s), as written
     after: str
+    explained: str | None = None  # the author's "# mutate: equivalent" reason for this line
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -445,9 +447,39 @@ def mutants_of(call: CheckCall, chapter: Chapter, trees: dict[int, ast.Module]) 
                 before=before.strip(),
                 after=after.strip(),
             )
+            mutant = replace(
+                mutant, explained=_explained(_comment_above(source, first) + [before], operator)
+            )
             if before.strip() != after.strip():
                 found.setdefault(mutant.key, mutant)
     return sorted(found.values(), key=lambda m: (m.cell, m.start, m.end, m.replacement))
+
+
+_EXPLAINED = re.compile(r"#\s*mutate:\s*equivalent(?:\[([\w,\s-]+)\])?\s*:\s*(.+)$")
+
+
+def _comment_above(source: str, start: int) -> list[str]:
+    """The comment block right above the line that starts at ``start``, joined into one line."""
+    lines = source[:start].splitlines()
+    block: list[str] = []
+    while lines and lines[-1].strip().startswith("#"):
+        block.insert(0, lines.pop().strip().lstrip("#").strip())
+    return ["# " + " ".join(block)] if block else []
+
+
+def _explained(lines: list[str], operator: str) -> str | None:
+    """The reason of a ``# mutate: equivalent[operator, ...]: reason`` comment on the changed
+    line(s) or in the comment block right above them: a mutant the author has shown to compute
+    the same thing (a symmetric matrix, a claim that holds for every value of a test
+    parameter). Without ``[...]`` it covers every operator there."""
+    for line in (x for text in lines for x in text.splitlines()):
+        found = _EXPLAINED.search(line)
+        if found is None:
+            continue
+        operators = {o.strip() for o in (found.group(1) or "").split(",") if o.strip()}
+        if not operators or operator in operators:
+            return found.group(2).strip()
+    return None
 
 
 def _restore_magics(original: str, mutated: str) -> str:
@@ -579,6 +611,8 @@ def verdict(run: Run, baseline: Run, label: str) -> tuple[str, str]:
         _fingerprint(r) for r in want
     ]:
         return EQUIVALENT, "the derived values are bit-identical to the unmutated ones"
+    if run.mutant is not None and run.mutant.explained:
+        return EQUIVALENT, f"explained in the chapter: {run.mutant.explained}"
     return SURVIVED, "every check of the label passes"
 
 
