@@ -663,13 +663,13 @@ class CheckScore:
         }
 
 
-def line_in_file(chapter: Chapter, cell: int, line: int) -> int | None:
-    """The line of the chapter file holding line ``line`` of code cell ``cell``."""
+def line_in_file(chapter: Chapter, cell: int, line: int, text: Sequence[str]) -> int | None:
+    """The line of the chapter file (whose lines are ``text``) holding line ``line`` of code
+    cell ``cell``."""
     start = chapter.line_of_cell(cell)
     if start is None:
         return None
     source = chapter.notebook.cells[cell].source.splitlines()
-    text = chapter.path.read_text(encoding="utf-8").splitlines()
     first = next((s for s in source if s.strip()), None)
     if first is None:
         return None
@@ -741,10 +741,16 @@ def measure(
     for chapter, chosen, candidates, _ in plans.values():
         for label in chosen:
             scores[(chapter.docname, label)] = CheckScore(label, chapter.docname, candidates[label])
+    texts = {
+        chapter.docname: chapter.path.read_text(encoding="utf-8").splitlines()
+        for chapter, _, _, _ in plans.values()
+    }
     for run in runs:
         assert run.mutant is not None
         name, why = verdict(run, base[run.chapter.docname], run.mutant.label)
-        line = line_in_file(run.chapter, run.mutant.cell, run.mutant.start[0])
+        line = line_in_file(
+            run.chapter, run.mutant.cell, run.mutant.start[0], texts[run.chapter.docname]
+        )
         scores[(run.chapter.docname, run.mutant.label)].results.append(
             MutantResult(run.mutant, name, why, line)
         )
@@ -768,19 +774,26 @@ def summary(scores: Sequence[CheckScore]) -> dict[str, Any]:
 RECORD_FILE = "_mutation.json"
 
 
-def code_digest(path: Any) -> str:
-    """A digest of a chapter's code cells (what its mutants were made from): a prose or maths
-    edit keeps it, a code edit marks the chapter's recorded scores stale."""
+def notebook_digest(notebook: Any) -> str:
+    """A digest of a notebook's code cells (what its mutants were made from): a prose or
+    maths edit keeps it, a code edit marks the chapter's recorded scores stale."""
     import hashlib
 
-    import jupytext
-
-    notebook = jupytext.read(str(path))
     h = hashlib.blake2b(digest_size=12)
     for cell in notebook.cells:
         if cell.cell_type == "code":
             h.update(cell.source.encode("utf-8") + b"\0")
     return h.hexdigest()
+
+
+def code_digest(path: Any) -> str | None:
+    """The code digest of a chapter file, read as MyST-NB reads it (None: not a notebook)."""
+    from pathlib import Path
+
+    from chapters_support.execution import read_chapter
+
+    chapter = read_chapter(Path(path))
+    return None if chapter is None else notebook_digest(chapter.notebook)
 
 
 def record(
@@ -797,7 +810,7 @@ def record(
     for chapter in chapters:
         mine = [s for s in scores if s.chapter == chapter.docname]
         recorded[chapter.docname] = {
-            "code_digest": code_digest(chapter.path),
+            "code_digest": notebook_digest(chapter.notebook),
             "cap": cap,
             "derivations": {
                 s.label: {**{v: s.count(v) for v in VERDICTS}, "score": s.score} for s in mine
@@ -813,10 +826,10 @@ def record(
 
 
 def recorded_scores(
-    book_root: Any, sources: dict[str, Any]
+    book_root: Any, digests: dict[str, str | None]
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """(chapter, label) -> its recorded counts and score, with ``stale`` when the chapter's
-    code changed since (``sources``: docname -> chapter file)."""
+    code changed since (``digests``: docname -> the code digest of the chapter as built)."""
     import json
     from pathlib import Path
 
@@ -826,10 +839,9 @@ def recorded_scores(
     data = json.loads(path.read_text(encoding="utf-8"))
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for docname, chapter in (data.get("chapters") or {}).items():
-        source = sources.get(docname)
-        if source is None:
+        if docname not in digests:
             continue
-        stale = code_digest(source) != chapter.get("code_digest")
+        stale = digests[docname] != chapter.get("code_digest")
         for label, counts in (chapter.get("derivations") or {}).items():
             out[(docname, label)] = {**counts, "stale": stale}
     return out

@@ -17,7 +17,12 @@ from chapters_support.sphinx_ext.nodes import (
 )
 from chapters_support.verdict import ChapterData
 
-_ATTRS = ("chapters_derivations", "chapters_results", "chapters_failures")
+_ATTRS = (
+    "chapters_derivations",
+    "chapters_results",
+    "chapters_failures",
+    "chapters_code_digests",
+)
 
 
 def ensure_env(env: BuildEnvironment) -> None:
@@ -74,12 +79,28 @@ class ChecksCollector(EnvironmentCollector):
         failures = [dict(node["failure"]) for node in doctree.findall(ExecutionFailureNode)]
         if derivations:
             env.chapters_derivations[docname] = derivations
+            digest = _code_digest(env, docname)
+            if digest is not None:
+                env.chapters_code_digests[docname] = digest
         if results:
             env.chapters_results[docname] = results
         if failures:
             env.chapters_failures[docname] = failures[0]
         if any(True for _ in doctree.findall(DerivationStatusNode)):
             env.chapters_status_docs.add(docname)
+
+
+def _code_digest(env: BuildEnvironment, docname: str) -> str | None:
+    """The digest of the chapter's code cells, against which a recorded mutation score is
+    fresh or stale; computed once per (re-)read, not on every build."""
+    from chapters_support.execution import read_chapter
+    from chapters_support.mutate import notebook_digest
+
+    path = Path(env.doc2path(docname))
+    if path.suffix != ".md" or not path.is_file():
+        return None
+    chapter = read_chapter(path, docname, env.myst_config, env.mystnb_config)
+    return None if chapter is None else notebook_digest(chapter.notebook)
 
 
 def _claims_by_label(

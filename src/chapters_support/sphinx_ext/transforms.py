@@ -9,7 +9,6 @@ Priorities (lower runs first), as sphinx-exercise documents its own:
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from docutils import nodes
@@ -55,13 +54,10 @@ def assessment(app: Sphinx) -> dict[str, Any]:
 def _add_mutation_scores(app: Sphinx, rows: list[dict[str, Any]]) -> None:
     """Each row's recorded mutation score (``chapters mutate --record``), if the book has one."""
     from chapters_support.mutate import recorded_scores
+    from chapters_support.sphinx_ext.collector import ensure_env
 
-    sources = {
-        docname: path
-        for docname in {r["chapter"] for r in rows}
-        if (path := Path(app.env.doc2path(docname))).suffix == ".md" and path.is_file()
-    }
-    scores = recorded_scores(app.srcdir, sources)
+    ensure_env(app.env)
+    scores = recorded_scores(app.srcdir, app.env.chapters_code_digests)
     for row in rows:
         row["mutation"] = scores.get((row["chapter"], row["label"]))
 
