@@ -458,3 +458,53 @@ def test_a_reference_read_through_a_remembered_value_or_a_family_still_counts(tm
         ("pass", False, True),
         ("pass", True, True),
     ]
+
+
+def test_nabla_is_the_gradient_and_the_hessian_with_respect_to_theta(tmp_path):
+    torch.manual_seed(3)
+    X = torch.randn(9, 3, **f64) + torch.tensor([0.5, -1.0, 2.0], **f64)
+    y = torch.randn(9, **f64)
+    bound = Bindings(
+        {
+            r"\mathbf{X}": X,
+            r"\mathbf{y}": y,
+            r"\theta": torch.randn(3, **f64),
+            "n": 9,
+            "L": lambda theta, X, y: 0.5 * ((X @ theta - y) ** 2).mean(),
+        }
+    )
+    text = r"""
+    $$
+    \nabla L = \frac{1}{n}\mathbf{X}^\top(\mathbf{X}\theta - \mathbf{y}), \qquad
+    \nabla^2 L = \frac{1}{n}\mathbf{X}^\top\mathbf{X} .
+    $$
+    """
+    result = check_steps("d", bound, source=chapter(tmp_path, text))
+    assert [v[3] for v in verdicts(result)] == ["pass", "pass"]
+    # the Hessian of the mean without the 1/2 is twice as large: a wrong factor fails
+    wrong = text.replace(r"\nabla^2 L = \frac{1}{n}", r"\nabla^2 L = \frac{2}{n}")
+    result = check_steps("d", bound, source=chapter(tmp_path, wrong))
+    assert [v[3] for v in verdicts(result)] == ["pass", "fail"]
+    # the subscript names the variable: with respect to y the Hessian is I/n, not X^T X/n
+    other = text.replace(r"\nabla^2 L", r"\nabla^2_{\mathbf{y}} L")
+    result = check_steps("d", bound, source=chapter(tmp_path, other))
+    assert [v[3] for v in verdicts(result)] == ["pass", "fail"]
+
+
+def test_the_sigmoid_is_a_named_function_with_a_derivative(tmp_path):
+    text = r"""
+    Write $\operatorname{sigmoid}(x) = (1 + e^{-x})^{-1}$. Then
+
+    $$
+    \operatorname{sigmoid}'(x) = \frac{e^{-x}}{(1 + e^{-x})^2}
+    = \operatorname{sigmoid}(x)\left(1 - \operatorname{sigmoid}(x)\right) .
+    $$
+    """
+    bound = Bindings({"x": torch.tensor(0.37, **f64)})
+    result = check_steps("d", bound, source=chapter(tmp_path, text))
+    assert [v[3] for v in verdicts(result)] == ["pass", "pass", "pass"]
+    wrong = text.replace(
+        r"\left(1 - \operatorname{sigmoid}(x)\right)", r"\left(1 + \operatorname{sigmoid}(x)\right)"
+    )
+    result = check_steps("d", bound, source=chapter(tmp_path, wrong))
+    assert [v[3] for v in verdicts(result)] == ["pass", "pass", "fail"]

@@ -589,6 +589,7 @@ ELEMENTWISE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softplus": torch.nn.functional.softplus,
     "GELU": lambda x: x * 0.5 * (1 + torch.special.erf(x / math.sqrt(2))),
     "SiLU": lambda x: x * torch.sigmoid(x),
+    "sigmoid": torch.sigmoid,
     "\\sigma": torch.sigmoid,
     "\\Phi": lambda x: 0.5 * (1 + torch.special.erf(x / math.sqrt(2))),
     "\\varphi": lambda x: torch.exp(-(x**2) / 2) / math.sqrt(2 * math.pi),
@@ -1608,6 +1609,9 @@ class Evaluator:
             # the whole symbol: gradient (scalar numerator) or Jacobian (vector over vector)
             if not num_body:
                 return Val(t, out_idx, value.body)
+            if value.body == 1 and len(num_body) == 1:
+                # a vector over a vector: the Jacobian, one row per output (\nabla^2 L)
+                return Val(t, out_idx, 2)
             if value.body == 2 and num_body[1] == 1 and var_shape[1] == 1:
                 t = t.reshape(t.shape[:n_lead] + (num_body[0], var_shape[0]))
                 return Val(t, out_idx, 2)

@@ -76,7 +76,7 @@ UNSUPPORTED_MACROS = {
     "forall": "a quantifier", "exists": "a quantifier", "mid": "a conditional probability",
     "circ": "function composition", "cdots": "\\cdots inside an expression",
     "dots": "\\dots inside an expression", "ldots": "\\dots inside an expression",
-    "vdots": "\\vdots", "ddots": "\\ddots", "nabla": "\\nabla (write the partial derivative)",
+    "vdots": "\\vdots", "ddots": "\\ddots",
     "lim": "a limit", "Pr": "a probability", "binom": "a binomial coefficient",
     "boxed": "\\boxed", "cancel": "\\cancel", "overset": "\\overset", "underset": "\\underset",
     "stackrel": "\\stackrel", "sup": "a supremum", "inf": "an infimum",
@@ -733,6 +733,8 @@ class _Parser:
             return self.function(tok)
         if name == "partial":
             return self.inline_partial()
+        if name == "nabla":
+            return self.nabla()
         if name == "infty":
             self.next()
             return Const(tok.pos, tok.end, name="infty")
@@ -1059,6 +1061,28 @@ class _Parser:
             raise Unsupported("a derivative whose orders do not match")
         return Partial(self.toks[start].pos, 0, num=numerator, wrt=tuple(wrt))
 
+    def nabla(self) -> Node:
+        """``\\nabla L`` and ``\\nabla^2 L``: the gradient and the Hessian with respect to
+        :math:`\\theta`, the notation page's parameters, or ``\\nabla_{\\mathbf{w}} L`` with
+        respect to another variable; evaluated by autograd like any partial derivative."""
+        tok = self.next()
+        order = 1
+        wrt: Node = Name(tok.pos, tok.end, core="\\theta")
+        while self.at_op("^", "_"):
+            op = self.next().value
+            script = self.script_tokens()
+            if op == "_":
+                wrt = _Parser(script).parse_all()
+            elif [t.value for t in script] == ["2"]:
+                order = 2
+            else:
+                raise Unsupported("\\nabla with a power other than 2", tok.pos)
+        operand = self.atom()
+        if isinstance(operand, Apply) or self.at_op("(") or self.at_macro("left"):
+            # \nabla f(\mathbf{x}): with respect to f's own argument, not to a named variable
+            raise Unsupported("\\nabla of a function at a point (write the partial derivative)")
+        return Partial(tok.pos, 0, num=operand, wrt=(wrt,) * order)
+
     def differential_variable(self) -> Node:
         tok = self.peek()
         if tok is None:
@@ -1201,7 +1225,7 @@ class _Parser:
 
 
 MATHRM_FUNCTIONS = {"fl", "KL", "sign", "ReLU", "softmax", "diag", "tr", "erf", "lse", "MSE",
-                    "GELU", "SiLU", "softplus", "onehot", "step", "cost", "flip", "crop",
+                    "GELU", "SiLU", "softplus", "sigmoid", "onehot", "step", "cost", "flip", "crop",
                     "pad", "append"}  # fmt: skip
 
 
