@@ -228,3 +228,6 @@ def test_the_digest_follows_the_maths_not_the_prose():
     earlier = extract.derivations(text.replace("$a = 1$", "$a = 2$"))[0]
     assert prose.digest == first.digest
     assert maths.digest != first.digest and earlier.digest != first.digest
+    # a prose word that makes the maths a case changes its verdict, so it changes the digest
+    case = extract.derivations(text.replace("So $b = a$", "So when $b = a$"))[0]
+    assert case.maths[0].condition and case.digest != first.digest

@@ -50,11 +50,13 @@ class DerivationSource:
     @property
     def digest(self) -> str:
         """The maths the step check reads, hashed: a prose edit keeps it, a maths edit (here or
-        in a definition before it) changes it."""
+        in a definition before it) changes it, and so does a prose edit that turns inline
+        maths into a case or back ("at $x = 0$" -> "when $x = 0$"), which changes its verdict."""
         h = hashlib.sha256()
         for part, maths in ((b"C", self.context), (b"M", self.maths)):
             for m in maths:
-                h.update(part + (b"D" if m.display else b"I") + m.text.encode("utf-8") + b"\0")
+                kind = (b"D" if m.display else b"I") + (b"K" if m.condition else b"")
+                h.update(part + kind + m.text.encode("utf-8") + b"\0")
         return h.hexdigest()[:16]
 
 
