@@ -169,3 +169,29 @@ def test_an_author_explains_an_equivalent_mutant_on_its_line_or_just_above():
     same_line = ["y = f(x)  # mutate: equivalent: every x gives the same y"]
     assert mutate._explained(same_line, "negate") == "every x gives the same y"
     assert mutate._explained(["y = f(x)  # a comment"], "negate") is None
+
+
+def test_a_check_called_through_a_chapter_function_is_measured_at_each_call():
+    import ast
+
+    cells = {
+        0: "def sigmoid(x):\n    return 1 / (1 + torch.exp(-x))\n\n\n"
+        "def check_derivative(label, phi, dphi, x, v):\n"
+        "    return check_gradient(label, lambda x, v: (phi(x) * v).sum(), {'x': x, 'v': v},\n"
+        "                          lambda x, v: {'x': dphi(x) * v})\n",
+        1: "x = torch.linspace(-4, 4, 9)\nv = torch.randn(9)\n"
+        "check_derivative('act-sigmoid', torch.sigmoid, lambda x: sigmoid(x) * (1 - sigmoid(x)), x, v)\n",
+    }
+    trees = {cell: ast.parse(source) for cell, source in cells.items()}
+    calls, skipped = mutate.check_calls(trees)
+    assert skipped == []  # the inner call's label is the wrapper's parameter: not a gap
+    (call,) = calls
+    assert (call.label, call.function, call.cell) == ("act-sigmoid", "check_gradient", 1)
+    # the derived side is the argument given for dphi, and what it reads (sigmoid), never the
+    # test data x, v or the reference torch.sigmoid
+    mutate.attach_regions(call, mutate.sites(trees))
+    assert isinstance(call.derived, ast.Lambda)
+    regions = [ast.unparse(node) for _, node in call.regions]
+    assert regions[0].startswith("lambda x: sigmoid(x) * (1 - sigmoid(x))")
+    assert "return 1 / (1 + torch.exp(-x))" in regions
+    assert not any("linspace" in r or "randn" in r for r in regions)

@@ -211,20 +211,91 @@ def _argument(node: ast.Call, position: int, keyword: str) -> ast.expr | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Wrapper:
+    """A chapter function that passes its ``label`` parameter on to a check, such as
+    ``def check_derivative(label, phi, dphi, x, v): return check_gradient(label, ...)``: a call
+    of it with a literal label is that check, whose derived side is the argument given for the
+    one parameter the inner derived argument reads (``dphi``)."""
+
+    check: str
+    label: int  # position of the label parameter
+    derived: int  # position of the parameter feeding the inner derived argument
+    reference: int | None
+
+
+def _free_reads(node: ast.AST) -> set[str]:
+    """The names an expression reads, less the parameters of the lambdas inside it."""
+    bound = {
+        a.arg
+        for n in ast.walk(node)
+        if isinstance(n, ast.Lambda)
+        for a in (*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs)
+    }
+    return _reads(node) - bound
+
+
+def _wrappers(trees: dict[int, ast.Module]) -> dict[str, _Wrapper]:
+    found: dict[str, _Wrapper] = {}
+    for tree in trees.values():
+        for fn in tree.body:
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            params = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
+            for node in ast.walk(fn):
+                if not isinstance(node, ast.Call) or _called(node) not in CHECKS:
+                    continue
+                name = _called(node)
+                assert name is not None
+                (d_pos, d_kw), (r_pos, r_kw) = CHECKS[name]
+                label = _argument(node, 0, "label")
+                derived = _argument(node, d_pos, d_kw)
+                if not (isinstance(label, ast.Name) and label.id in params) or derived is None:
+                    continue
+                fed = [params.index(x) for x in sorted(_free_reads(derived)) if x in params]
+                ref = _argument(node, r_pos, r_kw)
+                ref_fed = [params.index(x) for x in sorted(_free_reads(ref)) if x in params]
+                if len(fed) == 1:
+                    found[fn.name] = _Wrapper(
+                        name, params.index(label.id), fed[0], ref_fed[0] if ref_fed else None
+                    )
+    return found
+
+
 def check_calls(trees: dict[int, ast.Module]) -> tuple[list[CheckCall], list[str]]:
-    """Every check call with a literal label; and why others were left out."""
+    """Every check call with a literal label (directly, or through a chapter function that
+    passes its label on); and why others were left out."""
     calls: list[CheckCall] = []
     skipped: list[str] = []
+    wrappers = _wrappers(trees)
     for cell, tree in sorted(trees.items()):
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Call) or _called(node) not in CHECKS:
+            if not isinstance(node, ast.Call):
                 continue
             name = _called(node)
-            assert name is not None
+            wrapper = wrappers.get(name or "") if isinstance(node.func, ast.Name) else None
+            if wrapper is not None:
+                label_node = _argument(node, wrapper.label, "label")
+                derived = _argument(node, wrapper.derived, "")
+                reference = (
+                    _argument(node, wrapper.reference, "")
+                    if wrapper.reference is not None
+                    else None
+                )
+                literal = isinstance(label_node, ast.Constant) and isinstance(label_node.value, str)
+                if literal and derived is not None:
+                    calls.append(
+                        CheckCall(label_node.value, wrapper.check, cell, node, derived, reference)
+                    )
+                continue
+            if name not in CHECKS:
+                continue
             (d_pos, d_kw), (r_pos, r_kw) = CHECKS[name]
             label_node = _argument(node, 0, "label")
             derived = _argument(node, d_pos, d_kw)
             if not (isinstance(label_node, ast.Constant) and isinstance(label_node.value, str)):
+                if isinstance(label_node, ast.Name) and _inside_wrapper(tree, node, wrappers):
+                    continue  # measured at each call of its wrapper
                 skipped.append(f"cell {cell}, line {node.lineno}: {name} without a literal label")
                 continue
             if derived is None:
@@ -234,6 +305,15 @@ def check_calls(trees: dict[int, ast.Module]) -> tuple[list[CheckCall], list[str
                 CheckCall(label_node.value, name, cell, node, derived, _argument(node, r_pos, r_kw))
             )
     return sorted(calls, key=lambda c: (c.cell, c.node.lineno)), skipped
+
+
+def _inside_wrapper(tree: ast.Module, call: ast.Call, wrappers: dict[str, _Wrapper]) -> bool:
+    return any(
+        isinstance(fn, ast.FunctionDef)
+        and fn.name in wrappers
+        and any(n is call for n in ast.walk(fn))
+        for fn in tree.body
+    )
 
 
 def _reads(node: ast.AST) -> set[str]:
