@@ -195,3 +195,15 @@ def test_a_check_called_through_a_chapter_function_is_measured_at_each_call():
     assert regions[0].startswith("lambda x: sigmoid(x) * (1 - sigmoid(x))")
     assert "return 1 / (1 + torch.exp(-x))" in regions
     assert not any("linspace" in r or "randn" in r for r in regions)
+
+
+def test_derived_values_put_in_a_tensor_are_not_test_data():
+    import ast
+
+    def is_data(source):
+        (node,) = ast.parse(source).body
+        return mutate._is_data(mutate.Site(0, node, frozenset({"v"})))
+
+    assert is_data("v = torch.tensor([1.0, -2.5])")
+    assert is_data("v = torch.randn(3) * 2 + 1")
+    assert not is_data("v = torch.tensor([float(output_size(H, k)) for H, k in configs])")

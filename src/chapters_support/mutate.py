@@ -328,20 +328,32 @@ def _is_data(site: Site) -> bool:
     value = getattr(node, "value", None)
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or value is None:
         return False
-    if all(
-        isinstance(n, (ast.Constant, ast.Tuple, ast.List, ast.UnaryOp, ast.BinOp, ast.operator,
-                       ast.unaryop, ast.expr_context))
-        for n in ast.walk(value)
-    ):  # fmt: skip
+    if _literal(value):
         return True
     if any(isinstance(n, ast.Call) and _called(n) in RANDOM_CALLS for n in ast.walk(value)):
         return True
     call = value
     while isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute):
         if call.func.attr in DATA_CALLS:
-            return True
+            return _data_call(call)
         call = call.func.value  # torch.linspace(...).to(dev): look through the chain
-    return isinstance(call, ast.Call) and _called(call) in DATA_CALLS
+    return isinstance(call, ast.Call) and _called(call) in DATA_CALLS and _data_call(call)
+
+
+def _literal(node: ast.AST) -> bool:
+    return all(
+        isinstance(n, (ast.Constant, ast.Tuple, ast.List, ast.UnaryOp, ast.BinOp, ast.operator,
+                       ast.unaryop, ast.expr_context))
+        for n in ast.walk(node)
+    )  # fmt: skip
+
+
+def _data_call(call: ast.Call) -> bool:
+    """``torch.tensor([...])`` of computed values (``[output_size(H, k, s, p) for ...]``) is
+    the derivation's result put in a tensor, not test data: only literal contents are data."""
+    if _called(call) in {"tensor", "as_tensor"} and call.args:
+        return _literal(call.args[0])
+    return True
 
 
 def _closure(roots: set[str], before: tuple[int, int], all_sites: Sequence[Site]) -> list[Site]:
