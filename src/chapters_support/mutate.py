@@ -225,11 +225,12 @@ class _Wrapper:
 
 
 def _free_reads(node: ast.AST) -> set[str]:
-    """The names an expression reads, less the parameters of the lambdas inside it."""
+    """The names an expression (or a function) reads, less the parameters of the functions
+    and lambdas inside it: ``lambda x: f(x)`` reads ``f``, not the test points ``x``."""
     bound = {
         a.arg
         for n in ast.walk(node)
-        if isinstance(n, ast.Lambda)
+        if isinstance(n, (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef))
         for a in (*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs)
     }
     return _reads(node) - bound
@@ -377,7 +378,7 @@ def _closure(roots: set[str], before: tuple[int, int], all_sites: Sequence[Site]
         node = site.node
         region = node if isinstance(node, ast.FunctionDef) else getattr(node, "value", None)
         if region is not None:
-            todo.extend((n, site.order) for n in _reads(region))
+            todo.extend((n, site.order) for n in _free_reads(region))
     return out
 
 
@@ -385,9 +386,9 @@ def attach_regions(call: CheckCall, all_sites: Sequence[Site]) -> None:
     """What a mutant of ``call`` may change: the derived argument, and the non-data
     definitions it reads that the reference does not read."""
     where = (call.cell, call.node.lineno)
-    derived = _closure(_reads(call.derived), where, all_sites)
+    derived = _closure(_free_reads(call.derived), where, all_sites)
     shared = (
-        {id(s) for s in _closure(_reads(call.reference), where, all_sites)}
+        {id(s) for s in _closure(_free_reads(call.reference), where, all_sites)}
         if call.reference is not None
         else set()
     )
