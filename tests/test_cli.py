@@ -183,6 +183,11 @@ def test_source_index_skips_reparsing_only_unchanged_cached_chapters(book_copy):
     index.save()
     assert SourceIndex(cache, salt="settings").is_cached(source)
     assert not SourceIndex(cache, salt="other settings").is_cached(source)
+    # with the cache key, the digest of the code (the mutation record's): no parse to get it
+    from chapters_support.execution.notebooks import code_digest
+
+    digest = code_digest(read_chapter(source).notebook)
+    assert SourceIndex(cache, salt="settings").code_digest(source) == digest
     source.write_text(source.read_text().replace("2 * X.T", "3 * X.T"))
     assert not SourceIndex(cache, salt="settings").is_cached(source)  # the code changed
 

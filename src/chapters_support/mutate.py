@@ -41,6 +41,7 @@ from typing import Any
 import nbformat
 
 from chapters_support.execution.notebooks import Chapter
+from chapters_support.execution.notebooks import code_digest as notebook_digest
 from chapters_support.result import FAIL, PASS, SOURCE_ENV, results_from_outputs
 
 KILLED, SURVIVED, EQUIVALENT, INVALID = "killed", "survived", "equivalent", "invalid"
@@ -865,18 +866,6 @@ def summary(scores: Sequence[CheckScore]) -> dict[str, Any]:
 # -- the record the book keeps (book/_mutation.json) ---------------------------------------------
 
 RECORD_FILE = "_mutation.json"
-
-
-def notebook_digest(notebook: Any) -> str:
-    """A digest of a notebook's code cells (what its mutants were made from): a prose or
-    maths edit keeps it, a code edit marks the chapter's recorded scores stale."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=12)
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            h.update(cell.source.encode("utf-8") + b"\0")
-    return h.hexdigest()
 
 
 def code_digest(path: Any) -> str | None:

@@ -44,7 +44,7 @@ class SourceIndex:
         remembered = self.entries.get(self.key(source))
         if remembered is None or not (self.path.parent / "global.db").is_file():
             return False
-        hashkey, _, stamp = remembered.partition("@")
+        hashkey, _, stamp = remembered.partition("#")[0].partition("@")
         from jupyter_cache.cache.db import NbCacheRecord
 
         try:
@@ -54,12 +54,21 @@ class SourceIndex:
         return _stamp(record) == stamp
 
     def remember(self, source: Path, notebook: Any) -> None:
-        """Record the cache key of a chapter that is now cached (read in full this build)."""
+        """Record the cache key of a chapter that is now cached (read in full this build), and
+        the digest of its code, so that a later build needs neither without parsing it."""
+        from chapters_support.execution.notebooks import code_digest
+
         try:
             record = self.cache.match_cache_notebook(notebook)
         except KeyError:
             return
-        self.entries[self.key(source)] = f"{record.hashkey}@{_stamp(record)}"
+        entry = f"{record.hashkey}@{_stamp(record)}#{code_digest(notebook)}"
+        self.entries[self.key(source)] = entry
+
+    def code_digest(self, source: Path) -> str | None:
+        """The code digest remembered with the source's entry (ask after :meth:`is_cached`)."""
+        digest = self.entries.get(self.key(source), "").partition("#")[2]
+        return digest or None
 
     def save(self) -> None:
         if self.path.parent.is_dir():

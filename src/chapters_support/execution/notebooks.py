@@ -86,3 +86,15 @@ def merge_outputs(original: NotebookNode, executed: NotebookNode) -> NotebookNod
     if "language_info" in executed.metadata:
         merged.metadata["language_info"] = executed.metadata["language_info"]
     return merged
+
+
+def code_digest(notebook: NotebookNode) -> str:
+    """A digest of a notebook's code cells (what ``chapters mutate`` made its mutants from): a
+    prose or maths edit keeps it, a code edit changes it."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            h.update(cell.source.encode("utf-8") + b"\0")
+    return h.hexdigest()

@@ -79,7 +79,9 @@ class ChecksCollector(EnvironmentCollector):
         failures = [dict(node["failure"]) for node in doctree.findall(ExecutionFailureNode)]
         if derivations:
             env.chapters_derivations[docname] = derivations
-            digest = _code_digest(env, docname)
+            digest = getattr(app, "chapters_code_digests", {}).get(docname) or _code_digest(
+                env, docname
+            )
             if digest is not None:
                 env.chapters_code_digests[docname] = digest
         if results:
@@ -92,15 +94,16 @@ class ChecksCollector(EnvironmentCollector):
 
 def _code_digest(env: BuildEnvironment, docname: str) -> str | None:
     """The digest of the chapter's code cells, against which a recorded mutation score is
-    fresh or stale; computed once per (re-)read, not on every build."""
+    fresh or stale, when the execution step did not hand it on (execution off): one more
+    read of the chapter, once per (re-)read."""
     from chapters_support.execution import read_chapter
-    from chapters_support.mutate import notebook_digest
+    from chapters_support.execution.notebooks import code_digest
 
     path = Path(env.doc2path(docname))
     if path.suffix != ".md" or not path.is_file():
         return None
     chapter = read_chapter(path, docname, env.myst_config, env.mystnb_config)
-    return None if chapter is None else notebook_digest(chapter.notebook)
+    return None if chapter is None else code_digest(chapter.notebook)
 
 
 def _claims_by_label(

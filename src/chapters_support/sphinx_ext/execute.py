@@ -64,10 +64,11 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
         require_cache_from_env,
     )
     from chapters_support.execution.index import SourceIndex
-    from chapters_support.execution.notebooks import has_code
+    from chapters_support.execution.notebooks import code_digest, has_code
     from chapters_support.execution.shards import load_durations
 
     app.chapters_failures = {}
+    app.chapters_code_digests = {}  # docname -> code digest, for the collector (mutation scores)
     cfg = config.get(app)
     nb_config = env.mystnb_config
     if nb_config.execution_mode == "off" or not cfg.execute:
@@ -84,8 +85,12 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
             continue
         if not force and index.is_cached(path):
             known += 1  # unchanged since it was cached: no need to parse it twice
+            if (digest := index.code_digest(path)) is not None:
+                app.chapters_code_digests[docname] = digest
             continue
         chapter = read_chapter(path, docname, env.myst_config, nb_config)
+        if chapter is not None:
+            app.chapters_code_digests[docname] = code_digest(chapter.notebook)
         if chapter is not None and has_code(chapter):
             chapters.append(chapter)
 
