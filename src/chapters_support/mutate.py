@@ -213,16 +213,44 @@ def _argument(node: ast.Call, position: int, keyword: str) -> ast.expr | None:
 
 
 @dataclass(frozen=True)
+class _Arguments:
+    """A call of one of the checks and its label, derived and reference arguments."""
+
+    check: str
+    label: ast.expr | None
+    derived: ast.expr | None
+    reference: ast.expr | None
+
+
+def _check_arguments(node: ast.AST) -> _Arguments | None:
+    if not isinstance(node, ast.Call) or (name := _called(node)) not in CHECKS:
+        return None
+    (d_pos, d_kw), (r_pos, r_kw) = CHECKS[name]
+    return _Arguments(
+        name,
+        _argument(node, 0, "label"),
+        _argument(node, d_pos, d_kw),
+        _argument(node, r_pos, r_kw),
+    )
+
+
+@dataclass(frozen=True)
 class _Wrapper:
     """A chapter function that passes its ``label`` parameter on to a check, such as
     ``def check_derivative(label, phi, dphi, x, v): return check_gradient(label, ...)``: a call
     of it with a literal label is that check, whose derived side is the argument given for the
-    one parameter the inner derived argument reads (``dphi``)."""
+    one parameter the inner derived argument reads (``dphi``). Parameters are (position, name)."""
 
     check: str
-    label: int  # position of the label parameter
-    derived: int  # position of the parameter feeding the inner derived argument
-    reference: int | None
+    label: tuple[int, str]
+    derived: tuple[int, str]
+    reference: tuple[int, str] | None
+
+    def arguments(self, call: ast.Call) -> _Arguments:
+        reference = _argument(call, *self.reference) if self.reference is not None else None
+        return _Arguments(
+            self.check, _argument(call, *self.label), _argument(call, *self.derived), reference
+        )
 
 
 def _free_reads(node: ast.AST) -> set[str]:
@@ -237,31 +265,38 @@ def _free_reads(node: ast.AST) -> set[str]:
     return _reads(node) - bound
 
 
-def _wrappers(trees: dict[int, ast.Module]) -> dict[str, _Wrapper]:
+def _parameters_read(expr: ast.expr | None, params: list[str]) -> list[tuple[int, str]]:
+    names = sorted(_free_reads(expr)) if expr is not None else []
+    return [(params.index(x), x) for x in names if x in params]
+
+
+def _wrappers(trees: dict[int, ast.Module]) -> tuple[dict[str, _Wrapper], set[int]]:
+    """The chapter's wrapper functions by name, and the ids of the check calls inside them
+    (measured at each call of their wrapper, not on their own)."""
     found: dict[str, _Wrapper] = {}
+    inner: set[int] = set()
     for tree in trees.values():
         for fn in tree.body:
             if not isinstance(fn, ast.FunctionDef):
                 continue
             params = [a.arg for a in (*fn.args.posonlyargs, *fn.args.args)]
             for node in ast.walk(fn):
-                if not isinstance(node, ast.Call) or _called(node) not in CHECKS:
+                args = _check_arguments(node)
+                if args is None or not (
+                    isinstance(args.label, ast.Name) and args.label.id in params
+                ):
                     continue
-                name = _called(node)
-                assert name is not None
-                (d_pos, d_kw), (r_pos, r_kw) = CHECKS[name]
-                label = _argument(node, 0, "label")
-                derived = _argument(node, d_pos, d_kw)
-                if not (isinstance(label, ast.Name) and label.id in params) or derived is None:
-                    continue
-                fed = [params.index(x) for x in sorted(_free_reads(derived)) if x in params]
-                ref = _argument(node, r_pos, r_kw)
-                ref_fed = [params.index(x) for x in sorted(_free_reads(ref)) if x in params]
-                if len(fed) == 1:
+                inner.add(id(node))
+                derived = _parameters_read(args.derived, params)
+                reference = _parameters_read(args.reference, params)
+                if len(derived) == 1:
                     found[fn.name] = _Wrapper(
-                        name, params.index(label.id), fed[0], ref_fed[0] if ref_fed else None
+                        args.check,
+                        (params.index(args.label.id), args.label.id),
+                        derived[0],
+                        reference[0] if reference else None,
                     )
-    return found
+    return found, inner
 
 
 def check_calls(trees: dict[int, ast.Module]) -> tuple[list[CheckCall], list[str]]:
@@ -269,53 +304,30 @@ def check_calls(trees: dict[int, ast.Module]) -> tuple[list[CheckCall], list[str
     passes its label on); and why others were left out."""
     calls: list[CheckCall] = []
     skipped: list[str] = []
-    wrappers = _wrappers(trees)
+    wrappers, wrapped = _wrappers(trees)
     for cell, tree in sorted(trees.items()):
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
+            if not isinstance(node, ast.Call) or id(node) in wrapped:
+                continue  # a check inside a wrapper: measured at each call of the wrapper
+            wrapper = wrappers.get(node.func.id) if isinstance(node.func, ast.Name) else None
+            args = wrapper.arguments(node) if wrapper is not None else _check_arguments(node)
+            if args is None:
                 continue
-            name = _called(node)
-            wrapper = wrappers.get(name or "") if isinstance(node.func, ast.Name) else None
-            if wrapper is not None:
-                label_node = _argument(node, wrapper.label, "label")
-                derived = _argument(node, wrapper.derived, "")
-                reference = (
-                    _argument(node, wrapper.reference, "")
-                    if wrapper.reference is not None
-                    else None
-                )
-                literal = isinstance(label_node, ast.Constant) and isinstance(label_node.value, str)
-                if literal and derived is not None:
-                    calls.append(
-                        CheckCall(label_node.value, wrapper.check, cell, node, derived, reference)
+            label = args.label
+            if not (isinstance(label, ast.Constant) and isinstance(label.value, str)):
+                if wrapper is None:
+                    skipped.append(
+                        f"cell {cell}, line {node.lineno}: {args.check} without a literal label"
                     )
                 continue
-            if name not in CHECKS:
-                continue
-            (d_pos, d_kw), (r_pos, r_kw) = CHECKS[name]
-            label_node = _argument(node, 0, "label")
-            derived = _argument(node, d_pos, d_kw)
-            if not (isinstance(label_node, ast.Constant) and isinstance(label_node.value, str)):
-                if isinstance(label_node, ast.Name) and _inside_wrapper(tree, node, wrappers):
-                    continue  # measured at each call of its wrapper
-                skipped.append(f"cell {cell}, line {node.lineno}: {name} without a literal label")
-                continue
-            if derived is None:
-                skipped.append(f"{label_node.value}: {name} without a derived argument")
+            if args.derived is None:
+                if wrapper is None:
+                    skipped.append(f"{label.value}: {args.check} without a derived argument")
                 continue
             calls.append(
-                CheckCall(label_node.value, name, cell, node, derived, _argument(node, r_pos, r_kw))
+                CheckCall(label.value, args.check, cell, node, args.derived, args.reference)
             )
     return sorted(calls, key=lambda c: (c.cell, c.node.lineno)), skipped
-
-
-def _inside_wrapper(tree: ast.Module, call: ast.Call, wrappers: dict[str, _Wrapper]) -> bool:
-    return any(
-        isinstance(fn, ast.FunctionDef)
-        and fn.name in wrappers
-        and any(n is call for n in ast.walk(fn))
-        for fn in tree.body
-    )
 
 
 def _reads(node: ast.AST) -> set[str]:
