@@ -15,6 +15,7 @@ from chapters_support.book import Book
 from chapters_support.cli import main
 from chapters_support.cli.check import load_chapters
 from chapters_support.cli.mutate import changed_chapters
+from chapters_support.execution.notebooks import file_code_digest
 
 
 def plan(root):
@@ -121,11 +122,11 @@ def test_verdicts_scores_record_and_status_page(book_copy, build, tmp_path):
     assert row["mutation"]["score"] == 2 / 3 and not row["mutation"]["stale"]
     # a prose or maths edit keeps the scores; a code edit marks them stale
     layer = root / "layer.md"
-    digest = mutate.code_digest(layer)
+    digest = file_code_digest(layer)
     layer.write_text(layer.read_text().replace("at a test point", "at a point"))
-    assert mutate.code_digest(layer) == digest
+    assert file_code_digest(layer) == digest
     layer.write_text(layer.read_text().replace("* 2.5", "* 3.5"))
-    assert mutate.code_digest(layer) != digest
+    assert file_code_digest(layer) != digest
     built = build(root)
     assert built.returncode == 0, built.output
     table = built.page("status").select_one("table.chapters-status-table")

@@ -880,16 +880,6 @@ def summary(scores: Sequence[CheckScore]) -> dict[str, Any]:
 RECORD_FILE = "_mutation.json"
 
 
-def code_digest(path: Any) -> str | None:
-    """The code digest of a chapter file, read as MyST-NB reads it (None: not a notebook)."""
-    from pathlib import Path
-
-    from chapters_support.execution import read_chapter
-
-    chapter = read_chapter(Path(path))
-    return None if chapter is None else notebook_digest(chapter.notebook)
-
-
 def record(
     book_root: Any, scores: Sequence[CheckScore], chapters: Sequence[Chapter], cap: int
 ) -> Any:

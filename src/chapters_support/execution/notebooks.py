@@ -98,3 +98,11 @@ def code_digest(notebook: NotebookNode) -> str:
         if cell.cell_type == "code":
             h.update(cell.source.encode("utf-8") + b"\0")
     return h.hexdigest()
+
+
+def file_code_digest(
+    path: Path, docname: str | None = None, md_config: Any = None, nb_config: Any = None
+) -> str | None:
+    """The code digest of a chapter file, read as MyST-NB reads it (None: not a notebook)."""
+    chapter = read_chapter(path, docname, md_config, nb_config)
+    return None if chapter is None else code_digest(chapter.notebook)

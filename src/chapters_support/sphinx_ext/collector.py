@@ -96,14 +96,12 @@ def _code_digest(env: BuildEnvironment, docname: str) -> str | None:
     """The digest of the chapter's code cells, against which a recorded mutation score is
     fresh or stale, when the execution step did not hand it on (execution off): one more
     read of the chapter, once per (re-)read."""
-    from chapters_support.execution import read_chapter
-    from chapters_support.execution.notebooks import code_digest
+    from chapters_support.execution.notebooks import file_code_digest
 
     path = Path(env.doc2path(docname))
     if path.suffix != ".md" or not path.is_file():
         return None
-    chapter = read_chapter(path, docname, env.myst_config, env.mystnb_config)
-    return None if chapter is None else code_digest(chapter.notebook)
+    return file_code_digest(path, docname, env.myst_config, env.mystnb_config)
 
 
 def _claims_by_label(
