@@ -29,6 +29,9 @@ _register()
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting (for tests and scripts)."""
+    from chapters_support.startup import skip_slow_imports
+
+    skip_slow_imports()
     try:
         code = cli.main(
             args=list(argv) if argv is not None else None,

@@ -1,0 +1,22 @@
+"""Import-time costs that the processes this package starts for itself need not pay.
+
+jsonschema, which nbformat imports to validate notebooks, imports ``rfc3987_syntax`` whenever
+it is installed (``jsonschema[format-nongpl]``, which jupyter-events requires, installs it),
+and ``rfc3987_syntax`` compiles some 35 Earley parsers at import: 1.1 s of CPU measured here,
+in every process that reads a notebook (python-jsonschema/jsonschema#1428). It serves only
+the ``iri`` and ``iri-reference`` formats, which no notebook schema uses. The ``chapters``
+command and the execution workers skip it, as if it were not installed; a process of the
+user's own (a kernel, a script importing this package) is left alone.
+"""
+
+from __future__ import annotations
+
+import sys
+
+SKIPPED = ("rfc3987_syntax",)
+
+
+def skip_slow_imports() -> None:
+    """Make ``import rfc3987_syntax`` fail fast (jsonschema then leaves out its formats)."""
+    for name in SKIPPED:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
