@@ -30,7 +30,6 @@ from __future__ import annotations
 import ast
 import concurrent.futures as cf
 import copy
-import multiprocessing
 import random
 import re
 import zlib
@@ -42,7 +41,7 @@ import nbformat
 
 from chapters_support.execution.notebooks import Chapter
 from chapters_support.execution.notebooks import code_digest as notebook_digest
-from chapters_support.result import FAIL, PASS, SOURCE_ENV, results_from_outputs
+from chapters_support.result import FAIL, PASS, results_from_outputs
 
 KILLED, SURVIVED, EQUIVALENT, INVALID = "killed", "survived", "equivalent", "invalid"
 VERDICTS = (KILLED, SURVIVED, EQUIVALENT, INVALID)
@@ -646,29 +645,30 @@ def execute_runs(
     jobs: int,
     expected: Callable[[Chapter], float] | None = None,
     on_done: Callable[[Run], None] | None = None,
-) -> None:
-    """Execute every run in its own kernel, ``jobs`` at a time, longest first."""
-    from chapters_support.execution.runner import execute_payload, kernel_env
+    warm: tuple[bool, str] = (True, ""),
+    preload: Sequence[str] | None = None,
+) -> str:
+    """Execute every run in its own kernel, ``jobs`` at a time, longest first; returns which
+    kernels ran them (``WarmKernels.describe``)."""
+    from chapters_support.execution.runner import execute_payload, kernel_pool, payload_for
 
     if not runs:
-        return
+        return "no kernels"
     order = sorted(
         runs, key=lambda r: (-(expected(r.chapter) if expected else 0.0), r.chapter.docname)
     )
     workers = max(1, min(jobs, len(order)))
-    env = kernel_env(workers)
-    context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    notebooks = {id(run): _notebook_for(run.chapter, run.mutant, run.last_cell) for run in order}
+    with kernel_pool(
+        workers,
+        [run.chapter.notebook for run in order],
+        kernel_name=order[0].chapter.kernel_name,
+        warm=warm,
+        preload=preload,
+    ) as (pool, env, kernels):
         futures = {}
         for run in order:
-            payload = {
-                "env": {**env, SOURCE_ENV: str(run.chapter.path)},
-                "notebook": nbformat.writes(_notebook_for(run.chapter, run.mutant, run.last_cell)),
-                "timeout": run.chapter.timeout if run.chapter.timeout is not None else -1,
-                "kernel_name": run.chapter.kernel_name,
-                "cwd": str(run.chapter.path.parent),
-                "in_temp": run.chapter.in_temp,
-            }
+            payload = payload_for(run.chapter, notebooks.pop(id(run)), env, kernels.address)
             futures[pool.submit(execute_payload, payload)] = run
         for future in cf.as_completed(futures):
             run = futures[future]
@@ -682,6 +682,7 @@ def execute_runs(
                 run.seconds = raw["seconds"]
             if on_done is not None:
                 on_done(run)
+        return str(kernels.describe())
 
 
 def _results(run: Run, label: str) -> list[Any]:
@@ -814,9 +815,12 @@ def measure(
     expected: Callable[[Chapter], float] | None = None,
     on_done: Callable[[Run], None] | None = None,
     on_planned: Callable[[int], None] | None = None,
+    on_kernels: Callable[[str], None] | None = None,
+    warm: tuple[bool, str] = (True, ""),
+    preload: Sequence[str] | None = None,
 ) -> tuple[list[CheckScore], list[str]]:
     """Every chapter's checks against their mutants. Raises MutateError for a chapter that
-    fails unmutated."""
+    fails unmutated. ``on_kernels`` hears which kernels ran them."""
     notes: list[str] = []
     plans = {}
     for chapter in chapters:
@@ -835,7 +839,16 @@ def measure(
     ]
     if on_planned is not None:
         on_planned(len(baselines) + len(runs))
-    execute_runs([*baselines, *runs], jobs=jobs, expected=expected, on_done=on_done)
+    kernels = execute_runs(
+        [*baselines, *runs],
+        jobs=jobs,
+        expected=expected,
+        on_done=on_done,
+        warm=warm,
+        preload=preload,
+    )
+    if on_kernels is not None:
+        on_kernels(kernels)
     base = {run.chapter.docname: run for run in baselines}
     for run in baselines:
         if run.failure is not None:

@@ -83,6 +83,7 @@ def run_chapters(
     """Execute what is not cached, with a progress bar; returns the ExecutionReport."""
     from chapters_support.execution import execute, plan
     from chapters_support.execution.shards import load_durations
+    from chapters_support.execution.warm import from_config
 
     planned = plan(chapters, cache, force=force)
     todo = planned[0]
@@ -100,7 +101,8 @@ def run_chapters(
                     f"{describe_failure(outcome.failure.to_json())}"
                 )
 
-        return execute(
+        warm, preload = from_config(book.sphinx_config)
+        report = execute(
             chapters,
             cache,
             jobs=jobs,
@@ -110,7 +112,12 @@ def run_chapters(
             on_done=done,
             durations=load_durations(book.root),
             planned=planned,
+            warm=warm,
+            preload=preload,
         )
+    if report.kernels:
+        console.print(report.kernels)
+    return report
 
 
 def chapter_data(book: Book, chapters: list[Any], report: Any, cache: Path) -> list[ChapterData]:

@@ -75,6 +75,7 @@ def command(
     from chapters_support.cli.check import load_chapters, progress_bar
     from chapters_support.execution.runner import default_jobs
     from chapters_support.execution.shards import load_durations
+    from chapters_support.execution.warm import from_config
 
     console = Console(highlight=False)
     try:
@@ -87,6 +88,7 @@ def command(
     except BookError as error:
         raise click.ClickException(str(error)) from None
     durations = load_durations(book.root)
+    warm, preload = from_config(book.sphinx_config)
     with progress_bar(console, "mutants") as progress:
         task = progress.add_task("", total=None)
 
@@ -104,6 +106,9 @@ def command(
                 expected=lambda c: durations.get(c.docname, 0.0),
                 on_done=done,
                 on_planned=planned,
+                on_kernels=lambda line: console.print(line),
+                warm=warm,
+                preload=preload,
             )
         except mutate.MutateError as error:
             raise click.ClickException(str(error)) from None

@@ -9,13 +9,15 @@ so nothing that succeeded is lost.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,10 @@ class Outcome:
     seconds: float
     notebook: Any = None  # the executed notebook merged into the source, when it succeeded
     failure: Failure | None = None
+    cell_seconds: float = 0.0  # the cells' own execution time, as the kernel stamped it
+    startup_seconds: float | None = None  # kernel start request to the end of the first cell
+    waited_seconds: float = 0.0  # of which waiting for the fork server's imports
+    kernel: str = ""  # "forked", or "plain (why)"
 
     @property
     def succeeded(self) -> bool:
@@ -82,6 +88,7 @@ class ExecutionReport:
     cached: list[Chapter] = field(default_factory=list)
     wall_seconds: float = 0.0
     jobs: int = 1
+    kernels: str = ""  # which kernels ran the chapters, and why (warm.WarmKernels.describe)
 
     @property
     def failures(self) -> list[Outcome]:
@@ -159,17 +166,28 @@ def execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
     def on_cell_start(cell: Any, cell_index: int) -> None:
         state["cell"] = cell_index
 
+    from traitlets.config import Config
+
+    from chapters_support.execution import warm
+
     scratch = tempfile.TemporaryDirectory(prefix="chapters-") if payload["in_temp"] else None
     cwd = scratch.name if scratch is not None else payload["cwd"]
+    config = Config()
+    config.WarmKernelManager.fork_server = payload.get("fork_server") or ""
     client = NotebookClient(
         notebook,
         timeout=payload["timeout"],
         kernel_name=payload["kernel_name"],
+        kernel_manager_class=warm.WarmKernelManager,
+        config=config,
         allow_errors=False,
-        record_timing=False,  # cell metadata is part of the cache key
+        # the cells' timestamps (for the bench's lower bound); merge_outputs keeps the
+        # source's metadata, so they never reach the cache key
+        record_timing=True,
         resources={"metadata": {"path": cwd}},
         on_cell_start=on_cell_start,
     )
+    del warm.LAUNCHES[:]
     start = time.perf_counter()
     failure: dict[str, Any] | None = None
     try:
@@ -203,11 +221,41 @@ def execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
         scratch.cleanup()
     if failure is not None:
         failure["cell_index"] = state["cell"]
+    launched = warm.LAUNCHES[-1] if warm.LAUNCHES else None
+    cells, startup = cell_timing(notebook, launched["at"] if launched else None)
     return {
         "notebook": nbformat.writes(notebook),
         "seconds": seconds,
         "failure": failure,
+        "cell_seconds": cells,
+        "startup_seconds": startup,
+        "waited_seconds": launched["forked"] - launched["at"]
+        if launched and launched.get("forked")
+        else 0.0,
+        "kernel": launched["kernel"] if launched else "not started",
     }
+
+
+def cell_timing(notebook: Any, launched: float | None) -> tuple[float, float | None]:
+    """The code cells' own execution time (nbclient's ``record_timing`` stamps, from the
+    kernel's execute_input to its execute_reply), and the time from the kernel's launch
+    (``launched``, epoch seconds) to the end of its first code cell: what a chapter pays
+    before its first line of maths."""
+    total, startup = 0.0, None
+    for cell in notebook.cells:
+        stamps = cell.get("metadata", {}).get("execution") or {}
+        begin, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
+        if cell.cell_type != "code" or not begin or not end:
+            continue
+        finished = _stamp(end)
+        total += finished - _stamp(begin)
+        if startup is None and launched is not None:
+            startup = finished - launched
+    return total, startup
+
+
+def _stamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def kernel_env(workers: int) -> dict[str, str]:
@@ -221,6 +269,50 @@ def kernel_env(workers: int) -> dict[str, str]:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, threads)
     return env
+
+
+def payload_for(
+    chapter: Chapter, notebook: Any, env: Mapping[str, str], fork_server: str | None
+) -> dict[str, Any]:
+    """What a worker needs to run one notebook of ``chapter`` in its own kernel."""
+    return {
+        # the kernel's step checks read the chapter's own maths from its source
+        "env": {**env, SOURCE_ENV: str(chapter.path)},
+        "notebook": nbformat.writes(notebook),
+        "timeout": chapter.timeout if chapter.timeout is not None else -1,
+        "kernel_name": chapter.kernel_name,
+        "cwd": str(chapter.path.parent),
+        "in_temp": chapter.in_temp,
+        "fork_server": fork_server,
+    }
+
+
+@contextlib.contextmanager
+def kernel_pool(
+    workers: int,
+    notebooks: Sequence[Any],
+    *,
+    kernel_name: str,
+    warm: tuple[bool, str] = (True, ""),
+    preload: Sequence[str] | None = None,
+) -> Iterator[tuple[cf.ProcessPoolExecutor, dict[str, str], Any]]:
+    """Worker processes that each run one notebook at a time, the kernels' environment, and
+    the fork server the kernels come from (started first: it imports while the workers
+    start). ``preload`` defaults to what the notebooks' first code cells import."""
+    from chapters_support.execution.warm import WarmKernels, first_imports
+    from chapters_support.startup import skip_slow_imports
+
+    env = kernel_env(workers)
+    modules = list(preload) if preload else first_imports(notebooks)
+    with (
+        WarmKernels(preload=modules, env=env, kernel_name=kernel_name, enabled=warm) as kernels,
+        cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=skip_slow_imports,  # before the first task imports nbformat
+        ) as pool,
+    ):
+        yield pool, env, kernels
 
 
 def plan(
@@ -257,11 +349,14 @@ def execute(
     on_done: Callable[[Outcome], None] | None = None,
     durations: Mapping[str, float] | None = None,
     planned: tuple[list[tuple[Chapter, str]], list[Chapter]] | None = None,
+    warm: tuple[bool, str] = (True, ""),
+    preload: Sequence[str] | None = None,
 ) -> ExecutionReport:
     """Execute every chapter whose code is not cached, longest first, ``jobs`` at a time.
 
     ``planned`` is the caller's own ``plan(...)`` of the same chapters, so they are not
-    hashed and looked up a second time.
+    hashed and looked up a second time. ``warm`` is ``warm.requested(...)``: whether the
+    kernels are forked warm, and who turned that off; ``preload`` the server's modules.
     """
     started = time.perf_counter()
     todo, hits = planned if planned is not None else plan(chapters, cache_path, force=force)
@@ -282,22 +377,18 @@ def execute(
     # longest first, so a long chapter does not start last (dynamic balancing by the pool)
     todo.sort(key=lambda item: (-expected(item[0]), item[0].docname))
     workers = max(1, min(report.jobs, len(todo)))
-    context = multiprocessing.get_context("spawn")
-    env = kernel_env(workers)
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with kernel_pool(
+        workers,
+        [chapter.notebook for chapter, _ in todo],
+        kernel_name=todo[0][0].kernel_name,
+        warm=warm,
+        preload=preload,
+    ) as (pool, env, kernels):
         futures = {}
         for chapter, reason in todo:
             if on_start is not None:
                 on_start(chapter, reason)
-            payload = {
-                # the kernel's step checks read the chapter's own maths from its source
-                "env": {**env, SOURCE_ENV: str(chapter.path)},
-                "notebook": nbformat.writes(chapter.notebook),
-                "timeout": chapter.timeout if chapter.timeout is not None else -1,
-                "kernel_name": chapter.kernel_name,
-                "cwd": str(chapter.path.parent),
-                "in_temp": chapter.in_temp,
-            }
+            payload = payload_for(chapter, chapter.notebook, env, kernels.address)
             futures[pool.submit(execute_payload, payload)] = (chapter, reason)
         for future in cf.as_completed(futures):
             chapter, reason = futures[future]
@@ -305,6 +396,7 @@ def execute(
             report.executed.append(outcome)
             if on_done is not None:
                 on_done(outcome)
+        report.kernels = kernels.describe()
     report.wall_seconds = time.perf_counter() - started
     return report
 
@@ -322,16 +414,24 @@ def _collect(cache: Any, chapter: Chapter, reason: str, future: cf.Future) -> Ou
         return Outcome(chapter, reason, 0.0, failure=failure)
     executed = nbformat.reads(raw["notebook"], as_version=4)
     merged = merge_outputs(chapter.notebook, executed)
+    timing = {
+        "cell_seconds": raw["cell_seconds"],
+        "startup_seconds": raw["startup_seconds"],
+        "waited_seconds": raw["waited_seconds"],
+        "kernel": raw["kernel"],
+    }
     if raw["failure"] is not None:
         failure = Failure(**raw["failure"])
         failure.line = chapter.line_of_cell(failure.cell_index)
-        return Outcome(chapter, reason, raw["seconds"], notebook=merged, failure=failure)
+        return Outcome(chapter, reason, raw["seconds"], notebook=merged, failure=failure, **timing)
     cache.cache_notebook_bundle(
-        CacheBundleIn(merged, str(chapter.path), data={"execution_seconds": raw["seconds"]}),
+        CacheBundleIn(
+            merged, str(chapter.path), data={"execution_seconds": raw["seconds"], **timing}
+        ),
         check_validity=False,
         overwrite=True,
     )
-    return Outcome(chapter, reason, raw["seconds"], notebook=merged)
+    return Outcome(chapter, reason, raw["seconds"], notebook=merged, **timing)
 
 
 def cached_notebook(cache_path: str | Path, chapter: Chapter) -> Any | None:

@@ -29,6 +29,24 @@ class ChaptersConfig:
         default=0,
         metadata={"help": "Kernels to run at once; 0 means one per available core.", "rebuild": ""},
     )
+    warm_kernels: bool = dc.field(
+        default=True,
+        metadata={
+            "help": "Fork each chapter's kernel from a server that has imported the book's "
+            "heavy modules once (Linux); every chapter still gets its own fresh process. The "
+            "environment variable CHAPTERS_WARM_KERNELS=0 (or =1) overrides it.",
+            "rebuild": "",
+        },
+    )
+    warm_preload: list = dc.field(
+        default_factory=list,
+        metadata={
+            "help": "Modules the fork server imports before it forks; empty means every "
+            "module the chapters' first code cells import (e.g. torch, matplotlib.pyplot, "
+            "chapters_support.checks).",
+            "rebuild": "",
+        },
+    )
     require_cache: bool = dc.field(
         default=False,
         metadata={

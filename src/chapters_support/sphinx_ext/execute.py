@@ -66,6 +66,7 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
     from chapters_support.execution.index import SourceIndex
     from chapters_support.execution.notebooks import code_digest, has_code
     from chapters_support.execution.shards import load_durations
+    from chapters_support.execution.warm import requested
 
     app.chapters_failures = {}
     app.chapters_code_digests = {}  # docname -> code digest, for the collector (mutation scores)
@@ -120,6 +121,8 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
             on_start=started,
             on_done=finished,
             durations=load_durations(Path(app.srcdir)),
+            warm=requested(cfg.warm_kernels),
+            preload=list(cfg.warm_preload),
         )
     except RequireCacheError as error:
         raise ChaptersBuildError(str(error)) from None
@@ -129,6 +132,10 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
             bold("chapters: ") + f"executed {len(report.executed)} chapter(s) with "
             f"{min(report.jobs, len(report.executed))} "
             f"kernel(s) in parallel in {report.wall_seconds:.1f} s; {cached} from the cache"
+        )
+        cells = sum(o.cell_seconds for o in report.executed)
+        logger.info(
+            bold("chapters: ") + f"{report.kernels}; the cells themselves ran {cells:.1f} s"
         )
     elif cached:
         logger.info(
