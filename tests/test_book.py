@@ -3,13 +3,18 @@ and the GPU-runner path (shards -> merged cache -> require-cache build) gives th
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import REPO, run_jupyter_book
 
 from chapters_support.cli import main
+from chapters_support.execution.warm import WARM_ENV
+from chapters_support.result import MIME_TYPE
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +36,65 @@ def plain_build(tmp_path_factory):
     return run_jupyter_book(root)
 
 
+@pytest.fixture(scope="module")
+def cold_build(tmp_path_factory):
+    """The book built with warm kernels turned off: every chapter in a freshly started kernel."""
+    root = tmp_path_factory.mktemp("cold") / "book"
+    shutil.copytree(REPO / "book", root, ignore=shutil.ignore_patterns("_build"))
+    return run_jupyter_book(root, env={WARM_ENV: "0"})
+
+
+def without_timings(value):
+    """A report or a check result without what a clock measured."""
+    if isinstance(value, dict):
+        return {
+            k: without_timings(v)
+            for k, v in value.items()
+            if k not in {"seconds", "execution_seconds", "generated"}
+        }
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def check_of(output) -> dict | None:
+    payload = output.get("data", {}).get(MIME_TYPE)
+    if isinstance(payload, str):  # nbformat may store a JSON MIME type as text
+        payload = json.loads(payload)
+    return without_timings(payload)
+
+
+def cached_outputs(built) -> dict[str, list]:
+    """Per chapter file, per code cell: each output's type and MIME types, and every check
+    result (the MIME bundle the badges are made from) without its timing. A cell's printed
+    text is one stream however the kernel's writes were split into messages."""
+    from jupyter_cache import get_cache
+
+    cache = get_cache(built.root / "_build" / ".jupyter_cache")
+    found = {}
+    for record in cache.list_cache_records():
+        cells = []
+        for cell in cache.get_cache_bundle(record.pk).nb.cells:
+            if cell.cell_type != "code":
+                continue
+            outputs: list[list] = []
+            for o in cell.get("outputs", []):
+                if o["output_type"] == "stream":
+                    entry = ["stream", o["name"]]
+                else:
+                    entry = [o["output_type"], sorted(o.get("data", {})), check_of(o)]
+                if not outputs or entry != outputs[-1] or entry[0] != "stream":
+                    outputs.append(entry)
+            cells.append(outputs)
+        found[Path(record.uri).name] = cells
+    return found
+
+
 def test_the_book_builds_and_every_derivation_passes(plain_build):
     built = plain_build
     assert built.returncode == 0, built.output[-6000:]
+    # its chapters ran in warm kernels, forked from one server that imported the book's modules
+    assert "warm kernels, forked from a server that imported" in built.output
     report = built.report()
     totals = report["totals"]
     assert totals["fail"] == 0 and totals["unverified"] == 0
@@ -83,6 +144,58 @@ def test_the_book_builds_and_every_derivation_passes(plain_build):
     # a clean build: no warnings at all
     warnings = [line for line in built.output.splitlines() if "WARNING" in line]
     assert not warnings, warnings
+
+
+def differences(a, b, where: str = "") -> list[str]:
+    """Where two reports differ. Numbers are the same when they agree to rounding: a float's
+    last bits depend on how the vector units meet the memory they add up, from run to run of
+    the same kernel; another seed, thread count or code path changes them by far more."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where}: keys {sorted(a.keys() ^ b.keys())}"]
+        return [d for k in a for d in differences(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: {len(a)} vs {len(b)} items"]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in differences(x, y, f"{where}[{i}]")
+        ]
+    if isinstance(a, float) and isinstance(b, float):
+        # a ratio is an error over its tolerance: rounding in the error shows at ~1e-6
+        close = math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-4 if where.endswith("ratio") else 1e-12)
+        return [] if close else [f"{where}: {a!r} vs {b!r}"]
+    return [] if a == b else [f"{where}: {a!r} vs {b!r}"]
+
+
+def test_warm_and_cold_kernels_give_the_same_book(plain_build, cold_build):
+    """Every check result, step verdict, error and figure of the real book is the same whether
+    its chapters ran in forked warm kernels (the default) or in freshly started ones."""
+    assert cold_build.returncode == 0, cold_build.output[-6000:]
+    assert "plain kernels: warm kernels turned off by CHAPTERS_WARM_KERNELS=0" in cold_build.output
+    warm, cold = plain_build.report(), cold_build.report()
+    assert warm["totals"] == cold["totals"] and warm["totals"]["fail"] == 0
+    assert len(warm["derivations"]) == len(cold["derivations"]) >= 126
+    for key in ("derivations", "chapters", "steps"):
+        assert not differences(without_timings(warm[key]), without_timings(cold[key]), key)
+    outputs = cached_outputs(plain_build)
+    assert len(outputs) >= 19
+    assert not differences(outputs, cached_outputs(cold_build))
+    figures = sum(
+        1 for cells in outputs.values() for cell in cells for o in cell if "image/png" in o[1]
+    )
+    assert figures > 0
+    assert badges(plain_build) == badges(cold_build)
+
+
+def test_differences_see_more_than_rounding():
+    assert not differences(
+        {"e": [1e-16, 0.5], "ratio": 2.9e-7}, {"e": [2e-16, 0.5], "ratio": 2.3e-7}
+    )
+    assert differences({"e": 0.0012}, {"e": 0.0013}) == [".e: 0.0012 vs 0.0013"]
+    assert differences({"s": "pass"}, {"s": "fail"}) == [".s: 'pass' vs 'fail'"]
+    assert differences([1, 2], [1]) == [": 2 vs 1 items"]
 
 
 def test_three_shards_merged_give_the_same_book_without_executing(plain_build, tmp_path):
