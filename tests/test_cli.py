@@ -150,7 +150,25 @@ def test_bench_counts_kernels_as_the_targets_say(book_copy):
     steps = results["step_checks"]
     assert steps["checks"] == 1 and 0 < steps["steps_s"] < steps["execution_s"]
     assert steps["parse"]["equations"] == 3
+    # warm kernels against plain ones and the lower bound, from the same run
+    warm = results["warm"]
+    assert warm["chapters_executed"] == 2
+    assert warm["kernels"].startswith("warm kernels, forked from a server that imported torch,")
+    assert warm["plain_kernels"] == (
+        "plain kernels: warm kernels turned off by CHAPTERS_WARM_KERNELS=0"
+    )
+    assert warm["cells_s"] > 0 and warm["bound_s"] == warm["cells_s"] / results["jobs"]
+    assert warm["ratio_to_bound"] == warm["execute_s"] / warm["bound_s"]
+    assert results["startup"]["chapter"] == "steps"
+    warm_start = results["startup"]["warm"]
+    assert 0 < warm_start["start_s"] < warm_start["wall_s"]
+    # one chapter: its kernel waited for the server's imports, then started on its own
+    assert 0 <= warm_start["waited_s"] < warm_start["start_s"]
+    assert warm_start["kernel_s"] == warm_start["start_s"] - warm_start["waited_s"]
+    assert results["startup"]["plain"]["waited_s"] == 0.0
     table = bench.to_markdown(results)
+    assert "| compute lower bound |" in table
+    assert "| warm kernels: cold execute <= 1.3x the compute lower bound |" in table
     assert "| no-change rebuild starts 0 kernels | 0 | yes |" in table
     assert "| code edit in one chapter executes exactly 1 | 1 | yes |" in table
     assert "| maths-only edit of a derivation executes exactly its chapter | 1 | yes |" in table

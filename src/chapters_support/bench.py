@@ -2,7 +2,9 @@
 
 Every number is a wall time of a real ``jupyter-book build`` on a private copy of the book,
 so the ratios compare builds that ran minutes apart on the same machine. Counts (kernels
-started, chapters executed) come from the build logs, not from timings.
+started, chapters executed) come from the build logs, not from timings. The compute lower
+bound comes from the cells' own execution times, which nbclient stamps into each executed
+notebook and the executor keeps in each chapter's cache record.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from chapters_support.execution.runner import default_jobs
+from chapters_support.execution.warm import WARM_ENV
 
 # a ~5 % effect on a ~10 s build is inside one run's noise: take the best of several
 OVERHEAD_REPEATS = 5
+# a kernel's start is a fraction of a second: the best of a few one-chapter checks
+STARTUP_REPEATS = 3
+PLAIN = {WARM_ENV: "0"}
+WARM = {WARM_ENV: "1"}
 
 
 @dataclass
@@ -48,6 +55,12 @@ class Build:
         if match is None:
             raise RuntimeError("the build did not log its execution phase:\n" + self.output[-2000:])
         return float(match.group(1))
+
+    @property
+    def kernels_line(self) -> str:
+        """Which kernels ran the chapters, as the extension logs it."""
+        match = re.search(r"chapters: \S*((?:warm|plain) kernels[^;\n]*)", self.output)
+        return match.group(1) if match else ""
 
 
 def jupyter_book() -> str:
@@ -170,6 +183,61 @@ def step_check_seconds(cache: Path) -> dict[str, float]:
     return {"steps_s": steps, "execution_s": execution, "checks": count}
 
 
+def kernel_seconds(cache: Path) -> dict[str, float]:
+    """From a cold build's cache: the seconds every chapter's cells ran, as the kernels stamped
+    them (nbclient's ``record_timing``), and the seconds from each kernel's launch to the end
+    of its first code cell (its imports): the work and the start-up."""
+    from jupyter_cache import get_cache
+
+    cells = startup = 0.0
+    chapters = 0
+    for record in get_cache(str(cache)).list_cache_records():
+        data = record.data or {}
+        cells += float(data.get("cell_seconds") or 0.0)
+        startup += float(data.get("startup_seconds") or 0.0)
+        chapters += 1
+    return {"cells_s": cells, "startup_s": startup, "chapters": chapters}
+
+
+def one_chapter_start(book: Path, chapter: str, cache: Path, env: dict[str, str]) -> dict[str, Any]:
+    """``chapters check --force CHAPTER`` as an author runs it, best of a few: its wall time,
+    its kernel's launch to the end of its first code cell (the imports: its first maths),
+    and how much of that it waited for the fork server to finish importing, from the cache."""
+    from jupyter_cache import get_cache
+
+    best: dict[str, float] = {}
+    for _ in range(STARTUP_REPEATS):
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [_chapters(), "check", "--force", "--cache", str(cache), "--book", str(book), chapter],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            cwd=book,
+        )
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"chapters check {chapter} failed:\n{proc.stdout[-3000:]}")
+        [record] = [
+            r for r in get_cache(str(cache)).list_cache_records() if Path(r.uri).stem == chapter
+        ]
+        data = record.data or {}
+        run = {
+            "wall_s": wall,
+            "start_s": float(data["startup_seconds"]),
+            "waited_s": float(data.get("waited_seconds") or 0.0),
+        }
+        run["kernel_s"] = run["start_s"] - run["waited_s"]
+        if not best or run["start_s"] < best["start_s"]:
+            best = run
+    return best
+
+
+def _chapters() -> str:
+    local = Path(sys.executable).with_name("chapters")
+    return str(local) if local.exists() else "chapters"
+
+
 def parse_seconds(book: Path) -> dict[str, float]:
     """Every display equation of the book's derivations, split and parsed (best of 3, each
     from scratch: a kernel remembers what it has read)."""
@@ -224,16 +292,21 @@ def run(book: Path, *, pdf: bool = True, log: Callable[[str], None] = print) -> 
     with tempfile.TemporaryDirectory(prefix="chapters-bench-") as tmp:
         work = Path(tmp)
 
-        log("1/5 cold build, serial (1 kernel at a time)")
+        jobs = default_jobs()
+        log("1/6 cold build, serial (1 kernel at a time, plain kernels)")
         serial = copy_book(book, work / "serial")
         set_config(serial, with_jobs(1))
-        cold_serial = run_build(serial)
+        cold_serial = run_build(serial, env=PLAIN)
         log(f"    {cold_serial.seconds:.1f} s, {cold_serial.kernels} kernels")
-        log(f"1/5 cold build, parallel ({default_jobs()} kernels)")
-        main = copy_book(book, work / "main")
-        cold_parallel = run_build(main)
+        log(f"1/6 cold build, parallel ({jobs} kernels), plain kernels")
+        plain_kernels = copy_book(book, work / "plain-kernels")
+        cold_parallel = run_build(plain_kernels, env=PLAIN)
         log(f"    {cold_parallel.seconds:.1f} s, {cold_parallel.kernels} kernels")
-        for build in (cold_serial, cold_parallel):
+        log(f"1/6 cold build, parallel ({jobs} kernels), warm kernels")
+        main = copy_book(book, work / "main")
+        cold_warm = run_build(main, env=WARM)
+        log(f"    {cold_warm.seconds:.1f} s, {cold_warm.kernels} kernels")
+        for build in (cold_serial, cold_parallel, cold_warm):
             if build.returncode != 0:
                 raise RuntimeError("the cold build failed:\n" + build.output[-3000:])
         results["cold"] = {
@@ -245,6 +318,29 @@ def run(book: Path, *, pdf: bool = True, log: Callable[[str], None] = print) -> 
             "speedup": cold_serial.execute_seconds / cold_parallel.execute_seconds,
             "chapters_executed": cold_parallel.kernels,
         }
+        warm_cost = kernel_seconds(main / "_build" / ".jupyter_cache")
+        plain_cost = kernel_seconds(plain_kernels / "_build" / ".jupyter_cache")
+        # the compute lower bound: the cells' own work, every core busy, no start-up at all
+        # (a warm kernel's cells exclude the imports, which a plain kernel's first cell pays)
+        bound = warm_cost["cells_s"] / jobs
+        results["warm"] = {
+            "kernels": cold_warm.kernels_line,
+            "plain_kernels": cold_parallel.kernels_line,
+            "execute_s": cold_warm.execute_seconds,
+            "build_s": cold_warm.seconds,
+            "chapters_executed": cold_warm.kernels,
+            "speedup_vs_plain": cold_parallel.execute_seconds / cold_warm.execute_seconds,
+            "speedup_vs_serial": cold_serial.execute_seconds / cold_warm.execute_seconds,
+            "cells_s": warm_cost["cells_s"],
+            "startup_s": warm_cost["startup_s"],
+            "plain_cells_s": plain_cost["cells_s"],
+            "plain_startup_s": plain_cost["startup_s"],
+            "bound_s": bound,
+            "ratio_to_bound": cold_warm.execute_seconds / bound if bound else float("inf"),
+            "plain_ratio_to_bound": cold_parallel.execute_seconds / bound
+            if bound
+            else float("inf"),
+        }
         cache = main / "_build" / ".jupyter_cache"
         cost = step_check_seconds(serial / "_build" / ".jupyter_cache")
         results["step_checks"] = {
@@ -255,7 +351,7 @@ def run(book: Path, *, pdf: bool = True, log: Callable[[str], None] = print) -> 
             "parse": parse_seconds(book),
         }
 
-        log("2/5 no-change rebuild, and a plain Jupyter Book build with execution off")
+        log("2/6 no-change rebuild, and a plain Jupyter Book build with execution off")
         unchanged = run_build(main)
         plain = copy_book(book, work / "plain")
         as_plain_book(plain)
@@ -271,7 +367,7 @@ def run(book: Path, *, pdf: bool = True, log: Callable[[str], None] = print) -> 
             "ratio_to_plain_cold_render": unchanged.seconds / plain_cold.seconds,
         }
 
-        log("3/5 markdown-only edit, then a code edit, of one chapter")
+        log("3/6 markdown-only edit, then a code edit, of one chapter")
         chapters = sorted(p for p in main.glob("*.md") if "```{code-cell}" in p.read_text())
         target = chapters[len(chapters) // 2]
         edit_first_markdown_paragraph(target)
@@ -294,7 +390,14 @@ def run(book: Path, *, pdf: bool = True, log: Callable[[str], None] = print) -> 
             "maths_edit_executed": maths_edit.kernels,
         }
 
-        log("4/5 extension overhead: the same cached book with and without the extension")
+        log("4/6 one chapter checked (chapters check --force), warm and plain kernels")
+        results["startup"] = {
+            "chapter": target.stem,
+            "warm": one_chapter_start(main, target.stem, work / "one-warm", WARM),
+            "plain": one_chapter_start(main, target.stem, work / "one-plain", PLAIN),
+        }
+
+        log("5/6 extension overhead: the same cached book with and without the extension")
         timings: dict[str, list[float]] = {"with": [], "without": []}
         for repeat in range(OVERHEAD_REPEATS):
             for variant in ("with", "without"):
@@ -316,7 +419,7 @@ def run(book: Path, *, pdf: bool = True, log: Callable[[str], None] = print) -> 
         }
 
         if pdf:
-            log("5/5 PDF from the warm cache")
+            log("6/6 PDF from the warm cache")
             pdf_build = run_build(main, "--builder", "pdflatex")
             results["pdf"] = {
                 "seconds": pdf_build.seconds,
@@ -330,11 +433,32 @@ def run(book: Path, *, pdf: bool = True, log: Callable[[str], None] = print) -> 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     cold, nochange = results["cold"], results["no_change"]
     edits, ext = results["edits"], results["extension_overhead"]
+    warm, startup = results["warm"], results["startup"]
     return [
         {
             "target": "cold execute (execution phase) speedup >= 1.7x",
             "value": f"{cold['speedup']:.2f}x",
             "met": cold["speedup"] >= 1.7,
+        },
+        {
+            "target": "warm kernels: cold execute >= 1.8x faster than plain kernels",
+            "value": f"{warm['speedup_vs_plain']:.2f}x",
+            "met": warm["speedup_vs_plain"] >= 1.8,
+        },
+        {
+            "target": "warm kernels: cold execute >= 2x faster than serial",
+            "value": f"{warm['speedup_vs_serial']:.2f}x",
+            "met": warm["speedup_vs_serial"] >= 2.0,
+        },
+        {
+            "target": "warm kernels: cold execute <= 1.3x the compute lower bound",
+            "value": f"{warm['ratio_to_bound']:.2f}x",
+            "met": warm["ratio_to_bound"] <= 1.3,
+        },
+        {
+            "target": "one chapter checked: a forked kernel's start to its first maths <= 0.2 s",
+            "value": f"{startup['warm']['kernel_s']:.2f} s",
+            "met": startup["warm"]["kernel_s"] <= 0.2,
         },
         {
             "target": "no-change rebuild starts 0 kernels",
@@ -377,19 +501,35 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def to_markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     cold, nochange, edits = results["cold"], results["no_change"], results["edits"]
-    ext = results["extension_overhead"]
+    ext, warm, startup = results["extension_overhead"], results["warm"], results["startup"]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}, "
         f"Python {m['python']}, {m['platform']}.",
         "",
         "| measurement | result |",
         "|---|---|",
-        f"| cold execute, serial (1 kernel) | {cold['serial_execute_s']:.1f} s "
+        f"| cold execute, serial (1 plain kernel) | {cold['serial_execute_s']:.1f} s "
         f"(whole build {cold['serial_s']:.1f} s) |",
-        f"| cold execute, parallel ({results['jobs']} kernels) | "
+        f"| cold execute, parallel ({results['jobs']} plain kernels) | "
         f"{cold['parallel_execute_s']:.1f} s: "
         f"**{cold['speedup']:.2f}×** faster, {cold['chapters_executed']} chapters "
         f"(whole build {cold['parallel_s']:.1f} s, {cold['build_speedup']:.2f}×) |",
+        f"| cold execute, parallel, warm kernels | {warm['execute_s']:.1f} s: "
+        f"**{warm['speedup_vs_plain']:.2f}×** plain kernels, "
+        f"**{warm['speedup_vs_serial']:.2f}×** serial, {warm['chapters_executed']} chapters "
+        f"(whole build {warm['build_s']:.1f} s); {warm['kernels']} |",
+        f"| compute lower bound | {warm['bound_s']:.1f} s: the cells' own "
+        f"{warm['cells_s']:.1f} s on {results['jobs']} cores (kernels' start-up to their "
+        f"first maths: {warm['startup_s']:.1f} s in all); cold execute / bound: "
+        f"**{warm['ratio_to_bound']:.2f}×** warm, {warm['plain_ratio_to_bound']:.2f}× plain "
+        f"(whose cells ran {warm['plain_cells_s']:.1f} s, imports included, start-up "
+        f"{warm['plain_startup_s']:.1f} s) |",
+        f"| one chapter checked (`chapters check --force {startup['chapter']}`, best of "
+        f"{STARTUP_REPEATS}) | kernel launch to first maths "
+        f"{startup['warm']['start_s']:.2f} s warm, of which {startup['warm']['waited_s']:.2f} s "
+        f"waiting for the fork server's imports and **{startup['warm']['kernel_s']:.2f} s** the "
+        f"forked kernel's own start; {startup['plain']['start_s']:.2f} s plain; whole command "
+        f"{startup['warm']['wall_s']:.1f} s warm, {startup['plain']['wall_s']:.1f} s plain |",
         f"| no-change rebuild | {nochange['seconds']:.1f} s, "
         f"{nochange['kernels_started']} kernels; "
         f"{nochange['ratio_to_plain_no_change']:.2f}× a plain no-execution rebuild "

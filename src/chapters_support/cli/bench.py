@@ -17,7 +17,8 @@ from chapters_support.cli import options
 )
 @click.option("--no-pdf", is_flag=True, help="Skip the PDF measurement (needs TeX Live).")
 def command(book_dir: str, json_path: Path | None, no_pdf: bool) -> None:
-    """Cold serial vs parallel build, no-change rebuild, edits, extension overhead, PDF.
+    """Cold builds (serial, parallel, warm kernels) against the compute lower bound, one
+    chapter's kernel start, no-change rebuild, edits, extension overhead, PDF.
 
     Takes several minutes: every measurement is a real build of a private copy of the book.
     Prints a Markdown table; exits 1 when a target is not met.
