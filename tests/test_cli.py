@@ -7,7 +7,9 @@ import re
 import shutil
 
 import pytest
+from conftest import REPO
 
+from chapters_support.book import BookError
 from chapters_support.cli import main
 from chapters_support.execution.shards import assign, parse_shard
 
@@ -133,6 +135,41 @@ def test_toc_without_status_appends_after_last_file(tmp_path):
     add_to_toc(toc, "c")
     assert toc.read_text().endswith("  - file: b\n  - file: c\n")
     shutil.rmtree(tmp_path)
+
+
+def test_new_chapter_goes_into_the_part_the_author_names(tmp_path, capsys):
+    from chapters_support.cli.new import add_to_toc
+
+    toc = tmp_path / "_toc.yml"
+    shutil.copyfile(REPO / "book" / "_toc.yml", toc)
+    original = toc.read_text()
+    # by default: the last part with content, not the part that holds only the status page
+    assert add_to_toc(toc, "gradient-clipping") == "Training at scale"
+    lines = toc.read_text().splitlines()
+    at = lines.index("      - file: gradient-clipping")
+    assert lines[at - 1] == "      - file: monitoring"
+    assert lines[at + 1] == "  - caption: Verification"
+    assert lines[-1] == "      - file: status"
+    # where the author says, matched without regard to case
+    assert add_to_toc(toc, "transformers", "architectures") == "Architectures"
+    lines = toc.read_text().splitlines()
+    at = lines.index("      - file: transformers")
+    assert (
+        lines[at - 1] == "      - file: recurrent"
+        and lines[at + 1] == "  - caption: Training at scale"
+    )
+    # the comments stay
+    assert lines[:2] == original.splitlines()[:2]
+    with pytest.raises(BookError, match=r"no part captioned 'Nowhere'; the parts are 'Getting"):
+        add_to_toc(toc, "lost", "Nowhere")
+
+
+def test_new_with_an_unknown_part_writes_nothing(book_copy, capsys):
+    root = book_copy("test-pass")  # no parts at all
+    code = main(["new", "x-chapter", "--title", "X", "--part", "Basics", "--book", str(root)])
+    assert code == 1
+    assert "--part 'Basics', but the table of contents has no parts" in capsys.readouterr().err
+    assert not (root / "x-chapter.md").exists()
 
 
 def test_bench_counts_kernels_as_the_targets_say(book_copy):

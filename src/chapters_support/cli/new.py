@@ -21,28 +21,88 @@ def scaffold(slug: str, title: str) -> str:
     return template.format(slug=slug, title=title)
 
 
-def add_to_toc(toc_path: Path, slug: str) -> None:
-    """Insert ``- file: SLUG`` before the status page (kept last), keeping comments intact."""
+FILE_RE = re.compile(r"^(\s*)- file:\s*(\S+?)(\.md|\.ipynb)?\s*$")
+CAPTION_RE = re.compile(r"^\s*- caption:\s*(.+?)\s*$")
+
+
+def add_to_toc(toc_path: Path, slug: str, part: str | None = None) -> str | None:
+    """List ``- file: SLUG`` in ``_toc.yml``, keeping its comments: in the part captioned
+    ``part``, else in the last part with content (not the one that holds only the status
+    page), else (no parts) before the status page; the status page stays last. Returns the
+    caption of the part it went into (None for a book without parts)."""
     lines = toc_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    parts: list[tuple[str, list[int]]] = []  # caption, its chapter entries (line indexes)
     for index, line in enumerate(lines):
-        match = re.match(r"^(\s*)- file:\s*status(\.md)?\s*$", line)
-        if match:
-            lines.insert(index, f"{match.group(1)}- file: {slug}\n")
-            break
+        if caption := CAPTION_RE.match(line):
+            parts.append((caption.group(1).strip("\"'"), []))
+        elif FILE_RE.match(line) and parts:
+            entries = parts[-1][1]
+            indent = len(FILE_RE.match(line).group(1))
+            if not entries or indent == len(FILE_RE.match(lines[entries[0]]).group(1)):
+                entries.append(index)  # a chapter of the part, not a section of one
+
+    def is_status(index: int) -> bool:
+        return FILE_RE.match(lines[index]).group(2) == "status"
+
+    if part is not None and not parts:
+        raise BookError(f"{toc_path}: --part {part!r}, but the table of contents has no parts")
+    if parts:
+        if part is not None:
+            chosen = [p for p in parts if p[0].casefold() == part.casefold()]
+            if not chosen:
+                captions = ", ".join(repr(p[0]) for p in parts)
+                raise BookError(f"{toc_path}: no part captioned {part!r}; the parts are {captions}")
+        else:
+            chosen = [p for p in parts if any(not is_status(i) for i in p[1])]
+            if not chosen:
+                raise BookError(f"{toc_path}: no part with a chapter to add the chapter beside")
+        caption, entries = chosen[-1]
+        content = [i for i in entries if not is_status(i)]
+        if content:
+            at = content[-1] + 1
+            indent = FILE_RE.match(lines[content[-1]]).group(1)
+        elif entries:  # a part that holds only the status page: before it
+            at = entries[0]
+            indent = FILE_RE.match(lines[at]).group(1)
+        else:
+            raise BookError(f"{toc_path}: the part {caption!r} lists no chapters to add beside")
+        # the last line of the entry above (its own keys, e.g. "title:", are indented deeper)
+        while content and at < len(lines) and _inside_entry(lines[at], indent):
+            at += 1
+        lines.insert(at, f"{indent}- file: {slug}\n")
+        toc_path.write_text("".join(lines), encoding="utf-8")
+        return caption
+    files = [i for i, line in enumerate(lines) if FILE_RE.match(line)]
+    if not files:
+        raise BookError(f"{toc_path}: no '- file:' entries to add the chapter beside")
+    status = [i for i in files if is_status(i)]
+    if status:
+        at, indent = status[0], FILE_RE.match(lines[status[0]]).group(1)
     else:
-        entries = [i for i, line in enumerate(lines) if re.match(r"^\s*- file:", line)]
-        if not entries:
-            raise BookError(f"{toc_path}: no '- file:' entries to add the chapter beside")
-        indent = re.match(r"^(\s*)", lines[entries[-1]]).group(1)
-        lines.insert(entries[-1] + 1, f"{indent}- file: {slug}\n")
+        at, indent = files[-1] + 1, FILE_RE.match(lines[files[-1]]).group(1)
+    lines.insert(at, f"{indent}- file: {slug}\n")
     toc_path.write_text("".join(lines), encoding="utf-8")
+    return None
+
+
+def _inside_entry(line: str, indent: str) -> bool:
+    """Whether ``line`` still belongs to the list entry at ``indent`` above it."""
+    stripped = line.strip()
+    if not stripped:
+        return False
+    return len(line) - len(line.lstrip()) > len(indent) and not stripped.startswith("#")
 
 
 @click.command("new")
 @click.argument("slug")
 @click.option("--title", required=True, help="The chapter's title.")
+@click.option(
+    "--part",
+    help="The caption of the part of _toc.yml to list it in (default: the last part with "
+    "chapters; the status page stays last).",
+)
 @options.book
-def command(slug: str, title: str, book_dir: str) -> None:
+def command(slug: str, title: str, part: str | None, book_dir: str) -> None:
     """Create BOOK/SLUG.md from the chapter template and list it in _toc.yml."""
     if not SLUG_RE.match(slug):
         raise click.BadParameter(
@@ -57,7 +117,12 @@ def command(slug: str, title: str, book_dir: str) -> None:
         raise click.ClickException(f"{target} already exists; pick another slug")
     if slug in book.docnames():
         raise click.ClickException(f"{slug!r} is already in {book.root / '_toc.yml'}")
+    toc = book.root / "_toc.yml"
+    try:
+        caption = add_to_toc(toc, slug, part)  # first: a wrong --part leaves no file behind
+    except BookError as error:
+        raise click.ClickException(str(error)) from None
     target.write_text(scaffold(slug, title), encoding="utf-8")
-    add_to_toc(book.root / "_toc.yml", slug)
-    click.echo(f"created {target} and added it to {book.root / '_toc.yml'}")
+    where = f" (part {caption!r})" if caption else ""
+    click.echo(f"created {target} and added it to {toc}{where}")
     click.echo(f"next: write the derivation, then run `chapters check {slug}`")
