@@ -450,12 +450,18 @@ def make_key(path: Path) -> None:
 
 
 def sshd_command(sshd_dir: Path, *extra: str) -> list[str]:
+    """sshd on a copy of the shipped config in ``sshd_dir``: the unprivileged user may not be
+    able to read the checkout (a clone under a 0700 home or ``mktemp -d`` folder)."""
     sshd = require_tool("sshd")
+    config = sshd_dir / "sshd_config"
+    shutil.copyfile(SSHD_CONFIG, config)
+    if os.geteuid() == 0:
+        os.chown(config, UNPRIVILEGED.pw_uid, UNPRIVILEGED.pw_gid)
     return as_unprivileged(
         [
             sshd,
             "-f",
-            str(SSHD_CONFIG),
+            str(config),
             "-o",
             f"HostKey={sshd_dir / 'host_key'}",
             "-o",
