@@ -10,22 +10,20 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import posixpath
 import re
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import require_tool
+from conftest import REPO, require_tool
 from test_publish import ARTIFACTS, book_site, record, small_site, web_root
 
 pytestmark = pytest.mark.slow
 
-AXE_CORE = "axe-core@4.10.3"
 # Violations the site's own markup does not cause, each with where it comes from. Anything
 # else serious or critical fails the test.
 KNOWN_UPSTREAM = {
@@ -106,18 +104,20 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def axe_source(tmp_path_factory) -> str:
-    """axe-core from the npm registry, unpacked into a temporary folder (never a CDN)."""
-    npm = require_tool("npm")
-    folder = tmp_path_factory.mktemp("axe")
-    proc = subprocess.run(
-        [npm, "pack", AXE_CORE, "--silent"], cwd=folder, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"npm pack {AXE_CORE} failed:\n{proc.stderr[-2000:]}")
-    tarball = next(folder.glob("axe-core-*.tgz"))
-    shutil.unpack_archive(tarball, folder)
-    return (folder / "package" / "axe.min.js").read_text(encoding="utf-8")
+def axe_source() -> str:
+    """axe-core as ``npm ci`` installed it from the committed package.json and lockfile
+    (``.ci/run`` does; never a CDN), at the version the lockfile pins."""
+    lock = json.loads((REPO / "package-lock.json").read_text(encoding="utf-8"))
+    pinned = lock["packages"]["node_modules/axe-core"]["version"]
+    installed = REPO / "node_modules" / "axe-core"
+    if not (installed / "axe.min.js").is_file():
+        message = "axe-core is not installed: run `npm ci` in the repository (bash .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    version = json.loads((installed / "package.json").read_text(encoding="utf-8"))["version"]
+    assert version == pinned, f"node_modules has axe-core {version}, the lockfile {pinned}: npm ci"
+    return (installed / "axe.min.js").read_text(encoding="utf-8")
 
 
 def open_page(driver, url: str) -> float:
