@@ -288,6 +288,10 @@ PLANTED = {
     "_static/ok.js": 'var u = "https://example.com/root/page"; var p = "/usr/lib/x";',
     "notes.txt": "built on gpu-runner-42.internal by github_pat_" + "x" * 30,
     "_images/pic.png": "\x89PNG gpu-runner-42 token=0123456789abcdef0123",
+    "_sources/llm.ipynb": '{"text": ["login(\\"hf_' + "Ab3" * 12 + '\\")\\n",\n'
+    '"OPENAI_API_KEY=sk-proj-' + "Zy9_" * 8 + '\\n"]}',
+    # words with "sk-" and "hf_" inside, and short ones, are no tokens
+    "_static/words.js": 'var a = "task-1 disk-usage sk-learn hf_hub"; // a risk-free ask-me',
 }
 
 
@@ -306,6 +310,8 @@ def test_leak_scan_catches_the_canary_and_names_file_and_line(tmp_path):
         ("_images/pic.png", "token in a URL"),
         ("_sources/chapter.ipynb", "AWS access key"),
         ("_sources/chapter.ipynb", "root's home path"),
+        ("_sources/llm.ipynb", "API key (sk-...)"),
+        ("_sources/llm.ipynb", "Hugging Face token"),
         ("chapter.html", "GitHub token"),
         ("notes.txt", "GitHub token"),
         ("notes.txt", "hostname of the build machine"),
@@ -316,6 +322,8 @@ def test_leak_scan_catches_the_canary_and_names_file_and_line(tmp_path):
     assert "_sources/chapter.ipynb:2: AWS access key" in text  # the line of the match
     # secrets are shortened in the report, so CI logs do not carry them either
     assert "a1B2c3D4a1B2" not in text and "ghp_a1B2… (44 characters)" in text
+    assert "_sources/llm.ipynb:1: Hugging Face token: hf_Ab3Ab… (39 characters)" in text
+    assert "_sources/llm.ipynb:2: API key (sk-...): sk-proj-… (40 characters)" in text
 
 
 def test_leak_scan_allows_what_it_is_told(tmp_path):

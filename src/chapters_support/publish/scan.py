@@ -25,6 +25,9 @@ PATTERNS: tuple[tuple[str, str, bool, tuple[str, ...]], ...] = (
     ),
     ("GitHub token", r"\bgithub_pat_[A-Za-z0-9_]{22,}", True, ("github_pat_",)),
     ("AWS access key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", True, ("AKIA", "ASIA")),
+    # what readers of this course hold: Hugging Face (hf_...), OpenAI-style (sk-..., sk-proj-...)
+    ("Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}", True, ("hf_",)),
+    ("API key (sk-...)", r"\bsk-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_]{20,}", True, ("sk-",)),
     ("Slack token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", True, ("xox",)),
     ("private key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----", True, ("PRIVATE KEY",)),
     ("token in a URL", r"(?i:\btoken=[0-9a-f]{16,})", True, ("token=",)),
