@@ -149,9 +149,9 @@ def loaded(names: list[str]) -> dict[str, bool]:
 
 @pytest.mark.slow
 def test_execution_workers_skip_it_before_their_first_task():
-    with kernel_pool(1, [], kernel_name="python3", warm=(False, "test")) as (pool, _, warm):
-        assert warm.address is None
-        got = pool.submit(loaded, ["nbformat", "rfc3987_syntax"]).result()
+    with kernel_pool(1, [], kernel_name="python3", warm=(False, "test")) as pool:
+        assert pool.warm.address is None
+        got = pool.executor.submit(loaded, ["nbformat", "rfc3987_syntax"]).result()
     assert got == {"nbformat": True, "rfc3987_syntax": False}
 
 

@@ -650,7 +650,7 @@ def execute_runs(
 ) -> str:
     """Execute every run in its own kernel, ``jobs`` at a time, longest first; returns which
     kernels ran them (``WarmKernels.describe``)."""
-    from chapters_support.execution.runner import execute_payload, kernel_pool, payload_for
+    from chapters_support.execution.runner import kernel_pool
 
     if not runs:
         return "no kernels"
@@ -665,11 +665,10 @@ def execute_runs(
         kernel_name=order[0].chapter.kernel_name,
         warm=warm,
         preload=preload,
-    ) as (pool, env, kernels):
+    ) as pool:
         futures = {}
         for run in order:
-            payload = payload_for(run.chapter, notebooks.pop(id(run)), env, kernels.address)
-            futures[pool.submit(execute_payload, payload)] = run
+            futures[pool.submit(run.chapter, notebooks.pop(id(run)))] = run
         for future in cf.as_completed(futures):
             run = futures[future]
             try:
@@ -682,7 +681,7 @@ def execute_runs(
                 run.seconds = raw["seconds"]
             if on_done is not None:
                 on_done(run)
-        return str(kernels.describe())
+        return str(pool.warm.describe())
 
 
 def _results(run: Run, label: str) -> list[Any]:

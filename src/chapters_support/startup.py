@@ -20,3 +20,13 @@ def skip_slow_imports() -> None:
     """Make ``import rfc3987_syntax`` fail fast (jsonschema then leaves out its formats)."""
     for name in SKIPPED:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def execution_worker() -> None:
+    """What an execution worker does before its first task (``ProcessPoolExecutor``'s
+    initializer): skip the slow import, and leave a terminal's Ctrl-C, which reaches the
+    whole process group, to the process that started it (which stops the run in order)."""
+    import signal
+
+    skip_slow_imports()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -82,6 +82,7 @@ def run_chapters(
 ) -> Any:
     """Execute what is not cached, with a progress bar; returns the ExecutionReport."""
     from chapters_support.execution import execute, plan
+    from chapters_support.execution.interrupt import Interrupted
     from chapters_support.execution.shards import load_durations
     from chapters_support.execution.warm import from_config
 
@@ -102,19 +103,24 @@ def run_chapters(
                 )
 
         warm, preload = from_config(book.sphinx_config)
-        report = execute(
-            chapters,
-            cache,
-            jobs=jobs,
-            force=force,
-            require_cache=require_cache,
-            on_start=started,
-            on_done=done,
-            durations=load_durations(book.root),
-            planned=planned,
-            warm=warm,
-            preload=preload,
-        )
+        try:
+            report = execute(
+                chapters,
+                cache,
+                jobs=jobs,
+                force=force,
+                require_cache=require_cache,
+                on_start=started,
+                on_done=done,
+                durations=load_durations(book.root),
+                planned=planned,
+                warm=warm,
+                preload=preload,
+            )
+        except Interrupted as stopped:
+            progress.stop()
+            console.print(f"[bold red]{stopped}[/]")
+            raise click.exceptions.Exit(stopped.exit_code) from None
     if report.kernels:
         console.print(report.kernels)
     return report

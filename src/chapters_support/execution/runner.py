@@ -188,6 +188,7 @@ def execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
         on_cell_start=on_cell_start,
     )
     del warm.LAUNCHES[:]
+    warm.REGISTRY = payload.get("registry")
     start = time.perf_counter()
     failure: dict[str, Any] | None = None
     try:
@@ -217,6 +218,10 @@ def execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # kernel failed to start, bad kernelspec, ...
         failure = {"kind": "error", "message": f"{type(exc).__name__}: {exc}", "traceback": ""}
     seconds = time.perf_counter() - start
+    from chapters_support.execution.interrupt import KernelRegistry
+
+    for launch in warm.LAUNCHES:  # shut down by now
+        KernelRegistry.forget(warm.REGISTRY, launch["pid"])
     if scratch is not None:
         scratch.cleanup()
     if failure is not None:
@@ -272,7 +277,11 @@ def kernel_env(workers: int) -> dict[str, str]:
 
 
 def payload_for(
-    chapter: Chapter, notebook: Any, env: Mapping[str, str], fork_server: str | None
+    chapter: Chapter,
+    notebook: Any,
+    env: Mapping[str, str],
+    fork_server: str | None,
+    registry: str | None = None,
 ) -> dict[str, Any]:
     """What a worker needs to run one notebook of ``chapter`` in its own kernel."""
     return {
@@ -284,7 +293,37 @@ def payload_for(
         "cwd": str(chapter.path.parent),
         "in_temp": chapter.in_temp,
         "fork_server": fork_server,
+        "registry": registry,
     }
+
+
+@dataclass
+class KernelPool:
+    """Worker processes that each run one notebook at a time in a kernel of its own, the
+    kernels' environment, the fork server they come from, and the register of the kernels
+    running now (so that an interrupted run can kill them all)."""
+
+    executor: cf.ProcessPoolExecutor
+    env: dict[str, str]
+    warm: Any  # warm.WarmKernels
+    registry: Any  # interrupt.KernelRegistry
+
+    def submit(self, chapter: Chapter, notebook: Any) -> cf.Future:
+        payload = payload_for(
+            chapter, notebook, self.env, self.warm.address, str(self.registry.path)
+        )
+        return self.executor.submit(execute_payload, payload)
+
+    def stop(self) -> None:
+        """Kill every kernel still running and the workers, without waiting for a chapter."""
+        # the workers first: killed, they cannot notice their kernels dying, report it, or
+        # run nbclient's exit handlers; then the kernels they leave
+        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+            with contextlib.suppress(OSError, AttributeError):
+                process.kill()
+        self.registry.kill_all()
+        self.warm.close()  # the fork server kills what it forked
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -295,24 +334,29 @@ def kernel_pool(
     kernel_name: str,
     warm: tuple[bool, str] = (True, ""),
     preload: Sequence[str] | None = None,
-) -> Iterator[tuple[cf.ProcessPoolExecutor, dict[str, str], Any]]:
-    """Worker processes that each run one notebook at a time, the kernels' environment, and
-    the fork server the kernels come from (started first: it imports while the workers
-    start). ``preload`` defaults to what the notebooks' first code cells import."""
+) -> Iterator[KernelPool]:
+    """The :class:`KernelPool` for one run (the fork server started first: it imports while
+    the workers start). ``preload`` defaults to what the notebooks' first code cells import."""
+    from chapters_support.execution.interrupt import KernelRegistry
     from chapters_support.execution.warm import WarmKernels, first_imports
-    from chapters_support.startup import skip_slow_imports
+    from chapters_support.startup import execution_worker
 
     env = kernel_env(workers)
     modules = list(preload) if preload else first_imports(notebooks)
-    with (
-        WarmKernels(preload=modules, env=env, kernel_name=kernel_name, enabled=warm) as kernels,
-        cf.ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=skip_slow_imports,  # before the first task imports nbformat
-        ) as pool,
-    ):
-        yield pool, env, kernels
+    registry = KernelRegistry()
+    try:
+        with (
+            WarmKernels(preload=modules, env=env, kernel_name=kernel_name, enabled=warm) as kernels,
+            cf.ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=execution_worker,  # before the first task imports nbformat
+            ) as executor,
+        ):
+            yield KernelPool(executor, env, kernels, registry)
+    finally:
+        registry.kill_all()  # none, unless a worker died with its kernel running
+        registry.close()
 
 
 def plan(
@@ -377,26 +421,49 @@ def execute(
     # longest first, so a long chapter does not start last (dynamic balancing by the pool)
     todo.sort(key=lambda item: (-expected(item[0]), item[0].docname))
     workers = max(1, min(report.jobs, len(todo)))
-    with kernel_pool(
-        workers,
-        [chapter.notebook for chapter, _ in todo],
-        kernel_name=todo[0][0].kernel_name,
-        warm=warm,
-        preload=preload,
-    ) as (pool, env, kernels):
+    from chapters_support.execution.interrupt import Interrupted, stop_signals
+
+    with (
+        stop_signals() as received,
+        kernel_pool(
+            workers,
+            [chapter.notebook for chapter, _ in todo],
+            kernel_name=todo[0][0].kernel_name,
+            warm=warm,
+            preload=preload,
+        ) as pool,
+    ):
         futures = {}
         for chapter, reason in todo:
             if on_start is not None:
                 on_start(chapter, reason)
-            payload = payload_for(chapter, chapter.notebook, env, kernels.address)
-            futures[pool.submit(execute_payload, payload)] = (chapter, reason)
-        for future in cf.as_completed(futures):
-            chapter, reason = futures[future]
-            outcome = _collect(cache, chapter, reason, future)
-            report.executed.append(outcome)
-            if on_done is not None:
-                on_done(outcome)
-        report.kernels = kernels.describe()
+            futures[pool.submit(chapter, chapter.notebook)] = (chapter, reason)
+        pending = set(futures)
+        # a signal only sets a flag, looked at between results: never inside a cache write
+        while pending and not received:
+            done, pending = cf.wait(pending, timeout=0.1, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                chapter, reason = futures[future]
+                outcome = _collect(cache, chapter, reason, future)
+                report.executed.append(outcome)
+                if on_done is not None:
+                    on_done(outcome)
+        if received:
+            # what finished before the signal is kept; what ran is stopped, not blamed
+            for future in [f for f in pending if f.done() and not f.cancelled()]:
+                chapter, reason = futures[future]
+                with contextlib.suppress(Exception):
+                    if future.result()["failure"] is None:
+                        report.executed.append(_collect(cache, chapter, reason, future))
+            pool.stop()
+            succeeded = [o for o in report.executed if o.succeeded]
+            raise Interrupted(
+                received[0],
+                cached=len(succeeded) + len(hits),
+                not_run=len(todo) - len(report.executed),
+                failed=[o.chapter.docname for o in report.executed if not o.succeeded],
+            )
+        report.kernels = pool.warm.describe()
     report.wall_seconds = time.perf_counter() - started
     return report
 

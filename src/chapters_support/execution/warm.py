@@ -48,6 +48,8 @@ READY_SECONDS = 180.0
 # for and, when forked, when the server forked it (epoch s: the gap is the wait for the
 # server's imports)
 LAUNCHES: list[dict[str, Any]] = []
+# the folder where this worker registers the kernels it runs (interrupt.KernelRegistry)
+REGISTRY: str | None = None
 
 
 class NotForkable(RuntimeError):
@@ -471,13 +473,19 @@ class WarmKernelManager(AsyncKernelManager):  # type: ignore[misc]
         await super()._async_wait(pollinterval=min(pollinterval, 0.01))
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        from chapters_support.execution.interrupt import KernelRegistry
+
         at = time.time()
         await super()._async_launch_kernel(kernel_cmd, **kw)
         process = getattr(self.provisioner, "process", None)
+        pid = getattr(self.provisioner, "pid", None)
+        if pid is not None:
+            KernelRegistry.register(REGISTRY, pid)
         LAUNCHES.append(
             {
                 "kernel": getattr(self.provisioner, "kind", "plain"),
                 "at": at,
                 "forked": getattr(process, "forked_at", None),
+                "pid": pid,
             }
         )

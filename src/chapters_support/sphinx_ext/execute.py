@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -64,6 +65,7 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
         require_cache_from_env,
     )
     from chapters_support.execution.index import SourceIndex
+    from chapters_support.execution.interrupt import Interrupted
     from chapters_support.execution.notebooks import code_digest, has_code
     from chapters_support.execution.shards import load_durations
     from chapters_support.execution.warm import requested
@@ -126,6 +128,12 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
         )
     except RequireCacheError as error:
         raise ChaptersBuildError(str(error)) from None
+    except Interrupted as stopped:
+        # one line and the shell's exit status (130 for Ctrl-C, 143 for SIGTERM); SystemExit
+        # passes Sphinx's and jupyter-book's handlers, which would print a traceback
+        sys.stderr.write(f"chapters: {stopped}\n")
+        sys.stderr.flush()
+        raise SystemExit(stopped.exit_code) from None
     cached = len(report.cached) + known
     if report.executed:
         logger.info(

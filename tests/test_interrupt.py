@@ -1,0 +1,146 @@
+"""Ctrl-C and SIGTERM while chapters execute (issue 12): the build stops at once with the
+shell's exit status and one line, leaves no kernel behind, keeps every chapter that had
+finished in an intact cache, blames no chapter, and the next build executes only the rest."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import require_tool, run_jupyter_book
+
+pytestmark = pytest.mark.slow
+
+CHAPTERS = ["a-quick", "b-slow", "c-slow", "d-quick"]
+
+
+def processes_of(root: Path, parent: int) -> list[str]:
+    """Kernels of this book (their environment names a chapter of it) and fork servers of
+    this build, still running."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if f"CHAPTERS_SOURCE={root}".encode() in environ or (
+            "chapters_support.execution.forkserver" in cmdline and f"--parent {parent}" in cmdline
+        ):
+            found.append(f"{entry.name}: {cmdline[:120]}")
+    return found
+
+
+def start(command: list[str], root: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "CHAPTERS_TEST_SLEEP": "60"},
+        start_new_session=True,  # its own process group, as a terminal's foreground job is
+    )
+
+
+def cached_chapters(root: Path) -> int:
+    """How many chapters the book's jupyter-cache holds now (read while the build runs)."""
+    database = root / "_build" / ".jupyter_cache" / "global.db"
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("SELECT count(*) FROM nbcache").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"never saw {what} in {seconds:g} s")
+
+
+@pytest.mark.parametrize(
+    ("tool", "signum", "whom"),
+    [
+        ("jupyter-book", signal.SIGINT, "group"),  # a terminal's Ctrl-C
+        ("jupyter-book", signal.SIGTERM, "process"),  # kill PID, a CI runner's cancel
+        ("chapters", signal.SIGINT, "group"),
+    ],
+)
+def test_a_signal_stops_the_build_and_loses_nothing(book_copy, tool, signum, whom):
+    root = book_copy("test-interrupt")
+    command = [require_tool(tool), *(["build", str(root)] if tool == "jupyter-book" else [])]
+    if tool == "chapters":
+        command += ["check", "--book", str(root)]
+    proc = start(command, root)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        # a-quick is cached; b-slow and c-slow are in the middle of their 60 s cells
+        wait_for(lambda: cached_chapters(root) >= 1, 120, "a chapter cached")
+        time.sleep(2.0)
+        sent = time.monotonic()
+        if whom == "group":
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        proc.wait(timeout=30)
+        stopped = time.monotonic() - sent
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+    output = "".join(lines)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, output[-3000:]
+    assert stopped < 15, f"took {stopped:.1f} s to stop"  # the slow cells sleep 60 s
+    assert (
+        f"interrupted by {name}: 1 chapter(s) cached, 3 not run "
+        "(the next build executes only those)" in output
+    ), output[-3000:]
+    # no chapter is blamed for the interrupt, and no traceback follows the line
+    assert "FAILED" not in output and "failed" not in output.split("interrupted by")[-1]
+    assert "Traceback" not in output and "problem(s)" not in output
+    assert processes_of(root, proc.pid) == []
+    database = root / "_build" / ".jupyter_cache" / "global.db"
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    # the next build executes only what did not run, and completes
+    built = run_jupyter_book(root, env={"CHAPTERS_TEST_SLEEP": "0"})
+    assert built.returncode == 0, built.output[-3000:]
+    executed = re.findall(r"executing (\S+) \(", built.output)
+    assert sorted(executed) == ["b-slow", "c-slow", "d-quick"]
+
+
+def test_the_workers_leave_ctrl_c_to_the_run():
+    """A terminal's Ctrl-C reaches every process of the group: the workers ignore it (the
+    run stops them), and their kernels are in sessions of their own anyway."""
+    code = (
+        "import signal\n"
+        "from chapters_support.startup import execution_worker\n"
+        "execution_worker()\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
