@@ -82,10 +82,17 @@ def run_chapters(
 ) -> Any:
     """Execute what is not cached, with a progress bar; returns the ExecutionReport."""
     from chapters_support.execution import execute, plan
+    from chapters_support.execution.health import UnreadableCache, ensure_readable
     from chapters_support.execution.interrupt import Interrupted
     from chapters_support.execution.shards import load_durations
     from chapters_support.execution.warm import from_config
 
+    try:
+        note = ensure_readable(cache, rebuild=not require_cache)
+    except UnreadableCache as error:
+        raise click.ClickException(str(error)) from None
+    if note:
+        console.print(f"[yellow]{note}[/]")
     planned = plan(chapters, cache, force=force)
     todo = planned[0]
     with progress_bar(console, "executing", disable=not todo) as progress:

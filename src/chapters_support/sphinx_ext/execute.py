@@ -64,6 +64,7 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
         read_chapter,
         require_cache_from_env,
     )
+    from chapters_support.execution.health import UnreadableCache, ensure_readable
     from chapters_support.execution.index import SourceIndex
     from chapters_support.execution.interrupt import Interrupted
     from chapters_support.execution.notebooks import code_digest, has_code
@@ -77,6 +78,13 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
     if nb_config.execution_mode == "off" or not cfg.execute:
         return
     force = nb_config.execution_mode == "force"
+    require_cache = cfg.require_cache or require_cache_from_env()
+    try:
+        note = ensure_readable(nb_config.execution_cache_path, rebuild=not require_cache)
+    except UnreadableCache as error:
+        raise ChaptersBuildError(str(error)) from None
+    if note:
+        logger.warning(bold("chapters: ") + note)
     index = SourceIndex(nb_config.execution_cache_path, salt=_parser_salt(env))
     chapters = []
     known = 0
@@ -119,7 +127,7 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
             nb_config.execution_cache_path,
             jobs=cfg.jobs or None,
             force=force,
-            require_cache=cfg.require_cache or require_cache_from_env(),
+            require_cache=require_cache,
             on_start=started,
             on_done=finished,
             durations=load_durations(Path(app.srcdir)),
