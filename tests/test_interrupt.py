@@ -144,3 +144,40 @@ def test_the_workers_leave_ctrl_c_to_the_run():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "True"
+
+
+def test_two_builds_at_once_both_finish_and_lose_no_record(book_copy):
+    """The second build waits for the first to execute, then finds every chapter cached:
+    no "database is locked", no chapter executed twice, every record there."""
+    root = book_copy("test-interrupt")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CHAPTERS_TEST_SLEEP": "4"}
+    first = subprocess.Popen(
+        [require_tool("jupyter-book"), "build", str(root)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_for(lambda: cached_chapters(root) >= 1, 120, "a chapter cached")
+        second = subprocess.run(
+            [require_tool("chapters"), "check", "--book", str(root)],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        out_first, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, out_first[-3000:]
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert f"pid {first.pid}) is executing chapters into" in second.stdout.replace("\n", " ")
+    assert "executed 0 chapter(s), 4 from the cache" in second.stdout
+    assert "locked" not in out_first + second.stdout + second.stderr
+    assert sorted(re.findall(r"executing (\S+) \(", out_first)) == CHAPTERS
+    assert cached_chapters(root) == 4

@@ -80,7 +80,23 @@ def run_chapters(
     require_cache: bool,
     console: Console,
 ) -> Any:
-    """Execute what is not cached, with a progress bar; returns the ExecutionReport."""
+    """Execute what is not cached, with a progress bar; returns the ExecutionReport. One
+    executor at a time per cache: a second command or build on the same book waits."""
+    from chapters_support.execution.lock import cache_lock
+
+    with cache_lock(cache, lambda line: console.print(f"[yellow]{line}[/]")):
+        return _run_chapters(book, chapters, cache, jobs, force, require_cache, console)
+
+
+def _run_chapters(
+    book: Book,
+    chapters: list[Any],
+    cache: Path,
+    jobs: int | None,
+    force: bool,
+    require_cache: bool,
+    console: Console,
+) -> Any:
     from chapters_support.execution import execute, plan
     from chapters_support.execution.health import UnreadableCache, ensure_readable
     from chapters_support.execution.interrupt import Interrupted

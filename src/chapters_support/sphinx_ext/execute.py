@@ -58,6 +58,24 @@ def _stable(value: Any) -> Any:
 
 
 def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
+    app.chapters_failures = {}
+    app.chapters_code_digests = {}  # docname -> code digest, for the collector (mutation scores)
+    cfg = config.get(app)
+    nb_config = env.mystnb_config
+    if nb_config.execution_mode == "off" or not cfg.execute:
+        return
+    from chapters_support.execution.lock import cache_lock
+
+    # one executor per cache: a second build on this book waits, then finds it cached
+    with cache_lock(
+        nb_config.execution_cache_path, lambda line: logger.info(bold("chapters: ") + line)
+    ):
+        _execute_chapters(app, env, docnames, cfg, nb_config)
+
+
+def _execute_chapters(
+    app: Sphinx, env: BuildEnvironment, docnames: list[str], cfg: Any, nb_config: Any
+) -> None:
     from chapters_support.execution import (
         RequireCacheError,
         execute,
@@ -71,12 +89,6 @@ def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str])
     from chapters_support.execution.shards import load_durations
     from chapters_support.execution.warm import requested
 
-    app.chapters_failures = {}
-    app.chapters_code_digests = {}  # docname -> code digest, for the collector (mutation scores)
-    cfg = config.get(app)
-    nb_config = env.mystnb_config
-    if nb_config.execution_mode == "off" or not cfg.execute:
-        return
     force = nb_config.execution_mode == "force"
     require_cache = cfg.require_cache or require_cache_from_env()
     try:
