@@ -111,6 +111,10 @@ def test_bad_books_fail_the_build_and_say_where(book_copy, build, root, expected
     assert built.returncode != 0, built.output
     assert re.search(expected, built.output), built.output[-4000:]
     assert "problem(s) with the book's derivations" in built.output
+    # our message is the last word: no traceback of it (nor jupyter-book's) below it
+    assert "Traceback" not in built.output, built.output[-4000:]
+    assert built.output.rstrip().splitlines()[-1].startswith("  - "), built.output[-2000:]
+    assert "problem(s) with the book's derivations" in built.output.split("Derive & Verify:")[-1]
 
 
 def test_fail_badge_shows_the_numbers(book_copy, build):

@@ -14,14 +14,14 @@ import dataclasses
 import json
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NoReturn
 
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.errors import SphinxError
 from sphinx.util import logging
-from sphinx.util.console import bold  # type: ignore[attr-defined]
+from sphinx.util.console import bold, red  # type: ignore[attr-defined]
 
 from chapters_support.sphinx_ext import config
 from chapters_support.sphinx_ext.nodes import CheckResultNode, ExecutionFailureNode
@@ -32,6 +32,21 @@ logger = logging.getLogger(__name__)
 
 class ChaptersBuildError(SphinxError):
     category = "Derive & Verify"
+
+
+def fail(error: ChaptersBuildError) -> NoReturn:
+    """Stop the build with our message (file, line, label, numbers) and nothing below it.
+
+    sphinx-build prints a SphinxError as its message, so there it is raised. jupyter-book's
+    CLI prints the traceback of any exception from Sphinx and then its own RuntimeError
+    chained to it: under it the message is written here, as Sphinx would, and the build
+    exits with status 1."""
+    if "jupyter_book.cli.main" not in sys.modules:
+        raise error
+    sys.stdout.flush()
+    sys.stderr.write(f"\n{red(error.category + ':')}\n{error}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
 
 
 def _excluded(path: Path, patterns: list[str]) -> bool:
@@ -94,7 +109,7 @@ def _execute_chapters(
     try:
         note = ensure_readable(nb_config.execution_cache_path, rebuild=not require_cache)
     except UnreadableCache as error:
-        raise ChaptersBuildError(str(error)) from None
+        fail(ChaptersBuildError(str(error)))
     if note:
         logger.warning(bold("chapters: ") + note)
     index = SourceIndex(nb_config.execution_cache_path, salt=_parser_salt(env))
@@ -147,7 +162,7 @@ def _execute_chapters(
             preload=list(cfg.warm_preload),
         )
     except RequireCacheError as error:
-        raise ChaptersBuildError(str(error)) from None
+        fail(ChaptersBuildError(str(error)))
     except Interrupted as stopped:
         # one line and the shell's exit status (130 for Ctrl-C, 143 for SIGTERM); SystemExit
         # passes Sphinx's and jupyter-book's handlers, which would print a traceback

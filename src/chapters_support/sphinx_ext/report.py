@@ -13,7 +13,7 @@ from sphinx.util import logging
 
 from chapters_support import __version__
 from chapters_support.sphinx_ext import config
-from chapters_support.sphinx_ext.execute import ChaptersBuildError
+from chapters_support.sphinx_ext.execute import ChaptersBuildError, fail
 from chapters_support.sphinx_ext.transforms import assessment
 from chapters_support.verdict import (
     Problem,
@@ -123,7 +123,9 @@ def finish(app: Sphinx, exception: Exception | None) -> None:
             )
         return
     listing = "\n".join(f"  - {problem}" for problem in problems)
-    raise ChaptersBuildError(
-        f"{len(problems)} problem(s) with the book's derivations "
-        f"(set chapters_strict: false to only warn while drafting):\n{listing}"
+    fail(
+        ChaptersBuildError(
+            f"{len(problems)} problem(s) with the book's derivations "
+            f"(set chapters_strict: false to only warn while drafting):\n{listing}"
+        )
     )
