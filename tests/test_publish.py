@@ -421,6 +421,22 @@ def test_every_page_shows_switcher_pdf_notebook_and_colab(tmp_path_factory, vers
     assert notebook == "_sources/gradients.ipynb"
     cells = json.loads((folder / notebook).read_text(encoding="utf-8"))["cells"]
     assert [c["id"] for c in cells] == [f"cell-{i}" for i in range(len(cells))]
+    # its first cell makes it run outside the repository: this package from the repository
+    # at the version that built the page (the copy of the book here is not a git checkout),
+    # the kernel's dependencies, and the chapter's source from the site branch
+    install = "".join(cells[0]["source"])
+    assert cells[0]["metadata"]["tags"] == ["chapters-install"]
+    assert (
+        '"--no-deps", "chapters-support @ git+https://github.com/derive-and-verify/'
+        f'derive-and-verify@{version}"' in install
+    )
+    assert '"pylatexenc<3,>=2.10"' in install and '"torch>=2.4"' in install
+    assert "ipykernel" not in install and "jupyter-book" not in install
+    assert (
+        "https://raw.githubusercontent.com/derive-and-verify/derive-and-verify/gh-pages/"
+        f"{version}/_sources/gradients.md" in install
+    )
+    assert (folder / "_sources" / "gradients.md").is_file()
     assert any("PASS" in json.dumps(c.get("outputs", [])) for c in cells)
     colab = chapter.select_one("a.btn-launch-colab-button")["href"]
     assert colab == f"{COLAB}/{version}/_sources/gradients.ipynb"

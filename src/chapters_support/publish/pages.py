@@ -5,7 +5,12 @@
 - in the theme's download menu: this version's PDF of the whole book (in place of "print
   this page") and the chapter's executed notebook;
 - a launch menu with Open in Colab, which opens that notebook from the site branch of
-  ``repository.url`` (Colab's ``/github/ORG/REPO/blob/BRANCH/PATH`` form).
+  ``repository.url`` (Colab's ``/github/ORG/REPO/blob/BRANCH/PATH`` form);
+- in that notebook, a first cell that makes it run outside the repository (Colab, a fresh
+  environment): it installs this package at the commit that built the page, with only the
+  dependencies a chapter's kernel needs (the ``kernel`` extra: never Jupyter itself, which
+  Colab brings its own of), and finds the chapter's source, which the step checks read,
+  beside the notebook or on the site branch.
 
 All of it only when ``chapters_version`` is set, as ``chapters publish`` does, because only
 a published version has a PDF beside its pages and a notebook on the site branch.
@@ -14,6 +19,7 @@ a published version has a PDF beside its pages and a notebook on the site branch
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -39,6 +45,104 @@ def colab_url(repository_url: str, branch: str, path: str) -> str | None:
         return None
     org, repo = match.groups()
     return f"{COLAB}/{org}/{repo}/blob/{branch}/{path}"
+
+
+INSTALL_TAG = "chapters-install"
+_RAW = "https://raw.githubusercontent.com"
+
+
+def _commit(folder: Path) -> str | None:
+    """The commit of the checkout that holds ``folder`` (None outside git)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = done.stdout.strip()
+    return sha if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
+
+
+def kernel_requirements() -> list[str]:
+    """What a chapter's kernel needs besides this package: its ``kernel`` extra."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires("chapters-support") or []
+    except PackageNotFoundError:  # pragma: no cover - the extension runs from the package
+        return []
+    found = []
+    for requirement in declared:
+        spec, _, marker = requirement.partition(";")
+        if re.search(r"""extra\s*==\s*["']kernel["']""", marker):
+            found.append(spec.strip())
+    return found
+
+
+def install_spec(app: Sphinx) -> str:
+    """The pip requirement that installs the package that built this page."""
+    from importlib.metadata import version
+
+    if app.config.chapters_install_spec:
+        return str(app.config.chapters_install_spec)
+    repository = str(app.config.html_theme_options.get("repository_url") or "").rstrip("/")
+    ref = _commit(Path(app.srcdir)) or app.config.chapters_version
+    if repository and ref:
+        return f"chapters-support @ git+{repository}@{ref}"
+    return f"chapters-support=={version('chapters-support')}"
+
+
+def install_cell(app: Sphinx, pagename: str) -> Any:
+    """The first cell of a published chapter notebook (see the module's docstring)."""
+    from importlib.metadata import version
+
+    import nbformat
+
+    source_name = f"{PurePosixPath(pagename).name}.md"
+    repository = str(app.config.html_theme_options.get("repository_url") or "")
+    match = _GITHUB.match(repository.strip())
+    url = (
+        f"{_RAW}/{match.group(1)}/{match.group(2)}/{app.config.chapters_site_branch}/"
+        f"{app.config.chapters_version}/_sources/{pagename}.md"
+        if match
+        else ""
+    )
+    requirements = ", ".join(json.dumps(r) for r in kernel_requirements())
+    fetch = (
+        f'urllib.request.urlretrieve({json.dumps(url)}, os.environ["CHAPTERS_SOURCE"])'
+        if url
+        else "raise RuntimeError("
+        + json.dumps(f"put {source_name} beside this notebook: the step checks read it")
+        + ")"
+    )
+    code = f"""\
+# Outside the course's repository (Colab, a fresh environment) run this cell first: it
+# installs the checks at the version that built this page, and only what a chapter's kernel
+# needs (not Jupyter, which the notebook already runs in), then finds the chapter's source,
+# which the step checks read. Where both are there already it does nothing.
+import os
+import subprocess
+import sys
+import urllib.request
+
+try:
+    from chapters_support import __version__ as installed
+except ImportError:
+    installed = None
+if installed != {json.dumps(version("chapters-support"))}:
+    pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--no-deps", {json.dumps(install_spec(app))}], check=True)
+    subprocess.run([*pip, {requirements}], check=True)
+if not os.path.isfile(os.environ.get("CHAPTERS_SOURCE", "")):
+    os.environ["CHAPTERS_SOURCE"] = os.path.abspath({json.dumps(source_name)})
+    if not os.path.isfile(os.environ["CHAPTERS_SOURCE"]):
+        {fetch}
+"""
+    cell = nbformat.v4.new_code_cell(code)
+    cell.metadata["tags"] = [INSTALL_TAG]
+    return cell
 
 
 def configure_version(app: Sphinx, config: Any) -> None:
@@ -87,6 +191,10 @@ def _executed_notebook(app: Sphinx, pagename: str) -> str | None:
         # not in the cache (the chapter failed): the notebook without outputs
         with contextlib.suppress(KeyError):
             _, notebook = cache.merge_match_into_notebook(notebook)
+    first = install_cell(app, pagename)
+    if notebook.cells and "id" not in notebook.cells[0]:
+        del first["id"]  # a notebook of nbformat < 4.5 has no cell ids
+    notebook.cells.insert(0, first)
     for index, cell in enumerate(notebook.cells):
         if "id" in cell:
             cell["id"] = f"cell-{index}"

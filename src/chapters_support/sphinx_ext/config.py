@@ -111,6 +111,15 @@ class ChaptersConfig:
             "rebuild": "html",
         },
     )
+    install_spec: str = dc.field(
+        default="",
+        metadata={
+            "help": "What the first cell of a published chapter notebook installs with pip, "
+            "outside the course's repository; empty means this repository "
+            "(``repository.url``) at the commit that built the page.",
+            "rebuild": "html",
+        },
+    )
     site_branch: str = dc.field(
         default="gh-pages",
         metadata={
