@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
@@ -115,7 +115,7 @@ def test_cell_timing_sums_the_kernels_stamps_and_measures_the_start():
         "iopub.execute_input": "2026-12-08T10:00:02.000000Z",
         "shell.execute_reply": "2026-12-08T10:00:04.250000Z",
     }
-    launched = datetime(2026, 12, 8, 10, 0, 0, 800000, tzinfo=timezone.utc).timestamp()
+    launched = datetime(2026, 12, 8, 10, 0, 0, 800000, tzinfo=UTC).timestamp()
     total, startup = cell_timing(nb, launched)
     assert total == pytest.approx(2.75)
     assert startup == pytest.approx(0.7)  # launch to the end of the first code cell

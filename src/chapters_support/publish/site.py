@@ -95,7 +95,7 @@ def stage(built_html: Path, pdf: Path, staging: Path, sde: str) -> None:
         # the report's build time is the one volatile field: pin it to SOURCE_DATE_EPOCH
         data = json.loads(report.read_text(encoding="utf-8"))
         if "generated" in data:
-            when = _dt.datetime.fromtimestamp(int(sde), tz=_dt.timezone.utc)
+            when = _dt.datetime.fromtimestamp(int(sde), tz=_dt.UTC)
             data["generated"] = when.isoformat(timespec="seconds")
             report.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
 

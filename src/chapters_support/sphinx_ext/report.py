@@ -40,8 +40,8 @@ def _generated() -> _dt.datetime:
     byte-identical)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch and epoch.strip().isdigit():
-        return _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
-    return _dt.datetime.now(_dt.timezone.utc)
+        return _dt.datetime.fromtimestamp(int(epoch), tz=_dt.UTC)
+    return _dt.datetime.now(_dt.UTC)
 
 
 def report_data(app: Sphinx) -> dict[str, Any]:
