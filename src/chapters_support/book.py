@@ -78,8 +78,7 @@ class Book:
                     walk(child)
 
         walk(self.toc)
-        seen: set[str] = set()
-        return [d for d in found if not (d in seen or seen.add(d))]
+        return list(dict.fromkeys(found))  # without repeats, in order
 
     def source(self, docname: str) -> Path | None:
         for suffix in (".md", ".ipynb"):

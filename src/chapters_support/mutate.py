@@ -33,7 +33,7 @@ import copy
 import random
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -481,6 +481,7 @@ def _edits(
                     if isinstance(dim, ast.Constant) and type(dim.value) is int:
                         yield "wrong-dim", dim, str(_other_dim(dim.value))
         elif isinstance(sub, ast.Constant) and type(sub.value) in (int, float):
+            assert isinstance(sub.value, (int, float))  # for mypy: the test above
             if sub.value != 0 and not _in_shape_context(sub, parents):
                 scaled = sub.value * 1.5 if isinstance(sub.value, float) else sub.value + 1
                 yield "scale-constant", sub, repr(scaled)
@@ -922,7 +923,7 @@ def record(
 
 
 def recorded_scores(
-    book_root: Any, digests: dict[str, str | None]
+    book_root: Any, digests: Mapping[str, str | None]
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """(chapter, label) -> its recorded counts and score, with ``stale`` when the chapter's
     code changed since (``digests``: docname -> the code digest of the chapter as built)."""

@@ -234,7 +234,7 @@ def _emit(result: CheckResult) -> CheckResult:
         from IPython import get_ipython
         from IPython.display import display
     except ImportError:  # pragma: no cover - IPython ships with ipykernel, a dependency
-        get_ipython = None  # type: ignore[assignment]
+        get_ipython = None
     if get_ipython is not None and get_ipython() is not None:
         display(result)
     else:

@@ -306,7 +306,7 @@ def _definable(node: Node | None) -> tuple[str, Name, tuple[str, ...], tuple[str
             return ("definition", node, (), ())
         items = script.items
         if items and all(isinstance(i, Name) and i.is_index_letter for i in items):
-            names = tuple(i.spelling for i in items)  # type: ignore[union-attr]
+            names = tuple(i.spelling for i in items if isinstance(i, Name))
             base = Name(core=node.core, bold=node.bold, decor=node.decor)
             if node.bold or node.fam is not None:
                 return ("family", node, names, ())
@@ -324,14 +324,14 @@ def _definable(node: Node | None) -> tuple[str, Name, tuple[str, ...], tuple[str
         and all(isinstance(a, Name) and a.sub is None for a in node.args)
     ):
         # \operatorname{GELU}_{\tanh}(x) = ...: a named function the book introduces
-        params = tuple(a.spelling for a in node.args)  # type: ignore[union-attr]
+        params = tuple(a.spelling for a in node.args if isinstance(a, Name))
         return ("function", function_name(node.func), (), params)
     if isinstance(node, Apply) and isinstance(node.func, Name) and not node.post:
         func = node.func
         if "prime" in func.decor or func.sub is None and func.spelling in ELEMENTWISE:
             return None  # \\sigma'(x) = ... is a claim about a function the book knows
         if all(isinstance(a, Name) and a.sub is None for a in node.args):
-            params = tuple(a.spelling for a in node.args)  # type: ignore[union-attr]
+            params = tuple(a.spelling for a in node.args if isinstance(a, Name))
             return ("function", node.func, (), params)
     return None
 
@@ -575,7 +575,7 @@ def _define(env: Env, derivation: extract.DerivationSource, results: list[StepRe
     prose_groups: list[list[_Candidate]] = []
     earlier: list[_Candidate] = []
     for group in sorted(groups, reverse=True):
-        found = []
+        found: list[StepResult] = []
         for maths in groups[group]:
             try:
                 found.extend(StepResult(step, maths) for step in _read_steps(maths))

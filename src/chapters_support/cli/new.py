@@ -25,24 +25,35 @@ FILE_RE = re.compile(r"^(\s*)- file:\s*(\S+?)(\.md|\.ipynb)?\s*$")
 CAPTION_RE = re.compile(r"^\s*- caption:\s*(.+?)\s*$")
 
 
+def _entry(line: str) -> tuple[str, str] | None:
+    """``(indent, file)`` of a ``- file: NAME`` line of the table of contents, else None."""
+    match = FILE_RE.match(line)
+    return (match.group(1), match.group(2)) if match else None
+
+
 def add_to_toc(toc_path: Path, slug: str, part: str | None = None) -> str | None:
     """List ``- file: SLUG`` in ``_toc.yml``, keeping its comments: in the part captioned
     ``part``, else in the last part with content (not the one that holds only the status
     page), else (no parts) before the status page; the status page stays last. Returns the
     caption of the part it went into (None for a book without parts)."""
     lines = toc_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    entries = {i: entry for i, line in enumerate(lines) if (entry := _entry(line))}
     parts: list[tuple[str, list[int]]] = []  # caption, its chapter entries (line indexes)
     for index, line in enumerate(lines):
-        if caption := CAPTION_RE.match(line):
-            parts.append((caption.group(1).strip("\"'"), []))
-        elif FILE_RE.match(line) and parts:
-            entries = parts[-1][1]
-            indent = len(FILE_RE.match(line).group(1))
-            if not entries or indent == len(FILE_RE.match(lines[entries[0]]).group(1)):
-                entries.append(index)  # a chapter of the part, not a section of one
+        if heading := CAPTION_RE.match(line):
+            parts.append((heading.group(1).strip("\"'"), []))
+        elif index in entries and parts:
+            chapters = parts[-1][1]
+            # a chapter of the part, not a section of one
+            if not chapters or entries[index][0] == entries[chapters[0]][0]:
+                chapters.append(index)
 
     def is_status(index: int) -> bool:
-        return FILE_RE.match(lines[index]).group(2) == "status"
+        return entries[index][1] == "status"
+
+    def insert(at: int, indent: str) -> None:
+        lines.insert(at, f"{indent}- file: {slug}\n")
+        toc_path.write_text("".join(lines), encoding="utf-8")
 
     if part is not None and not parts:
         raise BookError(f"{toc_path}: --part {part!r}, but the table of contents has no parts")
@@ -56,32 +67,24 @@ def add_to_toc(toc_path: Path, slug: str, part: str | None = None) -> str | None
             chosen = [p for p in parts if any(not is_status(i) for i in p[1])]
             if not chosen:
                 raise BookError(f"{toc_path}: no part with a chapter to add the chapter beside")
-        caption, entries = chosen[-1]
-        content = [i for i in entries if not is_status(i)]
+        caption, chapters = chosen[-1]
+        content = [i for i in chapters if not is_status(i)]
         if content:
-            at = content[-1] + 1
-            indent = FILE_RE.match(lines[content[-1]]).group(1)
-        elif entries:  # a part that holds only the status page: before it
-            at = entries[0]
-            indent = FILE_RE.match(lines[at]).group(1)
+            at, indent = content[-1] + 1, entries[content[-1]][0]
+            # past the last line of the entry above (its own keys are indented deeper)
+            while at < len(lines) and _inside_entry(lines[at], indent):
+                at += 1
+        elif chapters:  # a part that holds only the status page: before it
+            at, indent = chapters[0], entries[chapters[0]][0]
         else:
             raise BookError(f"{toc_path}: the part {caption!r} lists no chapters to add beside")
-        # the last line of the entry above (its own keys, e.g. "title:", are indented deeper)
-        while content and at < len(lines) and _inside_entry(lines[at], indent):
-            at += 1
-        lines.insert(at, f"{indent}- file: {slug}\n")
-        toc_path.write_text("".join(lines), encoding="utf-8")
+        insert(at, indent)
         return caption
-    files = [i for i, line in enumerate(lines) if FILE_RE.match(line)]
-    if not files:
+    if not entries:
         raise BookError(f"{toc_path}: no '- file:' entries to add the chapter beside")
-    status = [i for i in files if is_status(i)]
-    if status:
-        at, indent = status[0], FILE_RE.match(lines[status[0]]).group(1)
-    else:
-        at, indent = files[-1] + 1, FILE_RE.match(lines[files[-1]]).group(1)
-    lines.insert(at, f"{indent}- file: {slug}\n")
-    toc_path.write_text("".join(lines), encoding="utf-8")
+    status = [i for i in entries if is_status(i)]
+    last = max(entries)
+    insert(*((status[0], entries[status[0]][0]) if status else (last + 1, entries[last][0])))
     return None
 
 

@@ -378,7 +378,7 @@ class ForkedKernel:
         self.send_signal(signal.SIGKILL)
 
 
-class WarmKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
+class WarmKernelProvisioner(LocalProvisioner):
     """Starts a kernel by asking the fork server, else as LocalProvisioner does."""
 
     fork_server = Unicode("", config=True, help="Address (Unix socket) of the fork server.")
@@ -402,13 +402,14 @@ class WarmKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
             self.kind = f"plain ({why})"
             return await super().launch_kernel(cmd, **kwargs)
         self.kind = "forked"
-        self.process = process
+        # LocalProvisioner types it Popen; it uses the part of Popen ForkedKernel provides
+        self.process = process  # type: ignore[assignment]
         self.pid = self.pgid = process.pid  # the child made itself a session leader
         self.cwd = scrubbed.get("cwd", Path.cwd())
         return self.connection_info
 
 
-class PromptKernelClient(AsyncKernelClient):  # type: ignore[misc]
+class PromptKernelClient(AsyncKernelClient):
     """A kernel client that is ready as soon as the kernel answers ``kernel_info``.
 
     jupyter_client's ``wait_for_ready`` then also waits until IOPub has been quiet for 0.2 s,
@@ -443,7 +444,7 @@ class PromptKernelClient(AsyncKernelClient):  # type: ignore[misc]
     wait_for_ready = _async_wait_for_ready  # AsyncKernelClient binds the name to its own
 
 
-class WarmKernelManager(AsyncKernelManager):  # type: ignore[misc]
+class WarmKernelManager(AsyncKernelManager):
     """A kernel manager whose kernels come from the fork server at ``fork_server`` (with the
     prompt client), else are started as usual (with jupyter_client's own client)."""
 

@@ -22,8 +22,8 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any
+from functools import lru_cache, partial
+from typing import Any, cast, overload
 
 import torch
 
@@ -640,9 +640,9 @@ class Evaluator:
                 except (Unsupported, Unbound, ShapeError, BindingError, RuntimeError):
                     continue
                 sizes = _axis_sizes(value, len(items))
-                for k, item in letters:
+                for k, letter in letters:
                     if sizes is not None:
-                        env.index_sizes.setdefault(item.spelling, sizes[k])
+                        env.index_sizes.setdefault(letter.spelling, sizes[k])
         for node in nodes:
             for name, item in index_letters(node):
                 if not (isinstance(item, Name) and item.is_index_letter) or env.find(item):
@@ -973,7 +973,7 @@ class Evaluator:
                         try:
                             self.env.memo(
                                 (entry.key, (lower,)),
-                                lambda lower=lower: self._call_family(entry, (lower,)),
+                                partial(self._call_family, entry, (lower,)),
                                 self,
                             )
                         except (Unsupported, Unbound, ShapeError, RuntimeError):
@@ -993,7 +993,7 @@ class Evaluator:
             members.append(
                 self.env.memo(
                     (entry.key, values),
-                    lambda values=values: self._call_family(entry, values),
+                    partial(self._call_family, entry, values),
                     self,
                 )
             )
@@ -1403,8 +1403,7 @@ class Evaluator:
     def eval_Block(self, node: Block) -> Val:
         rows = []
         for row in node.rows:
-            cells = [_as_block(_as_val_or_lazy(self.eval(c))) for c in row]
-            rows.append(cells)
+            rows.append([_as_block(_as_val_or_lazy(self.eval(c))) for c in row])
         # resolve lazy cells from their neighbours: rows share heights, columns share widths
         heights = [
             max((c.t.shape[-2] for c in r if isinstance(c, Val)), default=None) for r in rows
@@ -1412,11 +1411,12 @@ class Evaluator:
         ncols = max(len(r) for r in rows)
         widths = []
         for k in range(ncols):
-            known = [r[k].t.shape[-1] for r in rows if k < len(r) and isinstance(r[k], Val)]
+            column = [r[k] for r in rows if k < len(r)]
+            known = [c.t.shape[-1] for c in column if isinstance(c, Val)]
             widths.append(max(known) if known else None)
         built_rows = []
         for r, h in zip(rows, heights, strict=True):
-            cells = []
+            cells: list[Val] = []
             for k, c in enumerate(r):
                 if isinstance(c, Lazy):
                     rows_k = h if h is not None else c.rows
@@ -1426,7 +1426,7 @@ class Evaluator:
                     c = _as_block(c.materialize(rows_k, cols_k))
                 cells.append(c)
             names = _union_idx(cells)
-            sizes = {}
+            sizes: dict[str, int] = {}
             for c in cells:
                 sizes.update(c.sizes)
             tensors = [_broadcast_to(c, names, sizes) for c in cells]
@@ -1462,17 +1462,17 @@ class Evaluator:
             if chain.rels[0] == "!=":
                 out = Val(1 - out.t, out.idx, out.body, True)
             return out
-        out: Val | None = None
+        result: Val | None = None
         values = [self.index_or_value(s) for s in chain.sides]
-        for rel, a, b in zip(chain.rels, values, values[1:], strict=False):
+        for rel, left, right in zip(chain.rels, values, values[1:], strict=False):
             op = {"=": torch.eq, "!=": torch.ne, "<": torch.lt, ">": torch.gt, "<=": torch.le,
                   ">=": torch.ge}.get(rel)  # fmt: skip
             if op is None:
                 raise Unsupported(f"the condition relation {rel}")
-            piece = _compare_vals(a, b, op)
-            out = piece if out is None else _elementwise(out, piece, torch.mul, "and")
-        assert out is not None
-        return out
+            piece = _compare_vals(left, right, op)
+            result = piece if result is None else _elementwise(result, piece, torch.mul, "and")
+        assert result is not None
+        return result
 
     def index_or_value(self, node: Node) -> Val:
         if isinstance(node, Block):
@@ -1565,6 +1565,7 @@ class Evaluator:
             with self.env.override(key, point):
                 return self.partial(Partial(node.pos, node.end, num=node.num, wrt=node.wrt))
         wrt = node.wrt[0]
+        entries: tuple[Node, ...] | None
         if isinstance(wrt, Index) and isinstance(wrt.x, Name):
             # \partial (W_2)_{pq}: entries p, q of the symbol W_2
             key, whole, value = self.variable_with_entries(wrt.x)
@@ -1758,6 +1759,10 @@ def _as_val_or_lazy(value: Any) -> Value:
     raise Unsupported(f"a {type(value).__name__} where a value is expected")
 
 
+@overload
+def _as_block(value: Val) -> Val: ...
+@overload
+def _as_block(value: Lazy) -> Lazy: ...
 def _as_block(value: Value) -> Value:
     """A cell of a block matrix: a scalar is a 1 x 1 block, a column stays a column."""
     if isinstance(value, Lazy):
@@ -1897,9 +1902,13 @@ def _compare_vals(a: Val, b: Val, op: Callable[[torch.Tensor, torch.Tensor], tor
 # -- arithmetic in the book's notation ----------------------------------------------------------
 
 
+@overload
+def _neg(x: Val) -> Val: ...
+@overload
+def _neg(x: Lazy) -> Lazy: ...
 def _neg(x: Value) -> Value:
     if isinstance(x, Lazy):
-        return _lazy_map(x, lambda v: _neg(v))  # type: ignore[arg-type]
+        return _lazy_map(x, lambda v: _neg(v))
     return Val(-x.t, x.idx, x.body, x.integer)
 
 
@@ -2033,15 +2042,15 @@ def _product(a: Value, b: Value) -> Value:
 
 def _lazy_product(a: Value, b: Value) -> Value:
     if isinstance(a, Lazy) and isinstance(b, Lazy):
-        inner = a.cols if a.cols is not None else b.rows
-        if inner is None:
+        shared = a.cols if a.cols is not None else b.rows
+        if shared is None:
             raise ShapeError(
                 f"{a.what} times {b.what}: nothing fixes the size of the product "
                 "(bind \\mathbf{1} to torch.ones(n))"
             )
         if a.rows is not None and b.cols is not None:
-            return _product(a.materialize(a.rows, inner), b.materialize(inner, b.cols))
-        return Lazy(lambda r, c: _as_val(_product(a.make(r, inner), b.make(inner, c))),
+            return _product(a.materialize(a.rows, shared), b.materialize(shared, b.cols))
+        return Lazy(lambda r, c: _as_val(_product(a.make(r, shared), b.make(shared, c))),
                     a.rows, b.cols, False, a.what)  # fmt: skip
     if isinstance(a, Lazy):
         other = _as_val(b)
@@ -2150,7 +2159,7 @@ class Comparison:
 
 def compare(
     a: Value,
-    b: Value,
+    b: Value | _SetValue,
     rel: str,
     *,
     rtol: float,
@@ -2161,7 +2170,7 @@ def compare(
 ) -> Comparison:
     if rel == "in":
         return _membership(a, b, ev)
-    a, b = _resolve_lazy(a, b)
+    a, b = _resolve_lazy(a, cast(Value, b))  # a set (R^n, an interval) belongs right of \in
     if rel in {"=", "==", "~=", "!="} and a.body and b.body and a.body_shape != b.body_shape:
         raise ShapeError(f"the left side is {a.describe()}, the right side {b.describe()}")
     if rel in {"=", "=="} and (a.body == 0) != (b.body == 0):
@@ -2224,7 +2233,7 @@ def _is_zero_literal(v: Val) -> bool:
     return v.body == 0 and not v.idx and float(v.t) == 0.0
 
 
-def _membership(a: Value, b: Value, ev: Evaluator) -> Comparison:
+def _membership(a: Value, b: Value | _SetValue, ev: Evaluator) -> Comparison:
     if isinstance(a, Lazy):
         raise ShapeError("\\mathbf{1} of unknown size in a shape claim")
     if not isinstance(b, _SetValue):

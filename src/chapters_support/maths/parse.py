@@ -1018,7 +1018,7 @@ class _Parser:
             numerator = _Parser(rest).parse_all() if rest else self.term()
             if order != len(wrt):
                 raise Unsupported("a derivative whose orders do not match")
-            node: Node = Partial(tok.pos, tok.end, num=numerator, wrt=wrt)
+            node = Partial(tok.pos, tok.end, num=numerator, wrt=wrt)
             if self.at_op("("):
                 at = self.call_args()
                 node = dataclasses.replace(node, at=at)
@@ -1095,7 +1095,8 @@ class _Parser:
         inner = self.name()
         transposed = isinstance(inner, Unary) and inner.op == "transpose"
         if transposed:  # \mathrm{d}\mathbf{Z}^\top: the transpose of dZ
-            inner = inner.x  # type: ignore[union-attr]
+            assert isinstance(inner, Unary)
+            inner = inner.x
         if not isinstance(inner, Name):
             raise Unsupported("\\mathrm{d} before an expression")
         node: Node = Name(tok.pos, inner.end, core="\\mathrm{d}" + inner.core, bold=inner.bold,
@@ -1719,7 +1720,7 @@ def _atom_condition(step: Step) -> bool:
             and node.fam is None
             and node.sub is not None
             and bool(node.sub.items)
-            and all(isinstance(i, (Name, Num)) for i in node.sub.items)
+            and all(isinstance(i, (Name, Num)) for i in node.sub.items or ())
         )
 
     if atom(a) and atom(b):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 from docutils import nodes
 from sphinx.application import Sphinx
@@ -25,12 +26,24 @@ _ATTRS = (
 )
 
 
-def ensure_env(env: BuildEnvironment) -> None:
+class EnvData(Protocol):
+    """What ensure_env keeps on the BuildEnvironment (whose type declares none of it)."""
+
+    chapters_derivations: dict[str, list[dict[str, Any]]]
+    chapters_results: dict[str, list[dict[str, Any]]]
+    chapters_failures: dict[str, dict[str, Any]]
+    chapters_code_digests: dict[str, str]
+    chapters_status_docs: set[str]
+
+
+def ensure_env(env: BuildEnvironment) -> EnvData:
+    data = cast(EnvData, env)
     for attr in _ATTRS:
         if not hasattr(env, attr):
             setattr(env, attr, {})
     if not hasattr(env, "chapters_status_docs"):
-        env.chapters_status_docs = set()
+        data.chapters_status_docs = set()
+    return data
 
 
 class ChecksCollector(EnvironmentCollector):
@@ -38,27 +51,27 @@ class ChecksCollector(EnvironmentCollector):
 
     def clear_doc(self, app: Sphinx, env: BuildEnvironment, docname: str) -> None:
         # called for every document re-read or removed: the status page must follow
-        app.chapters_env_changed = True
-        ensure_env(env)
+        cast(Any, app).chapters_env_changed = True  # read by report.status_docs_to_rewrite
+        data = ensure_env(env)
         for attr in _ATTRS:
             getattr(env, attr).pop(docname, None)
-        env.chapters_status_docs.discard(docname)
+        data.chapters_status_docs.discard(docname)
 
     def merge_other(
         self, app: Sphinx, env: BuildEnvironment, docnames: set[str], other: BuildEnvironment
     ) -> None:
-        ensure_env(env)
-        ensure_env(other)
+        data = ensure_env(env)
+        other_data = ensure_env(other)
         for attr in _ATTRS:
             mine, theirs = getattr(env, attr), getattr(other, attr)
             for docname in docnames:
                 if docname in theirs:
                     mine[docname] = theirs[docname]
-        env.chapters_status_docs |= other.chapters_status_docs & docnames
+        data.chapters_status_docs |= other_data.chapters_status_docs & docnames
 
     def process_doc(self, app: Sphinx, doctree: nodes.document) -> None:
         env = app.env
-        ensure_env(env)
+        data = ensure_env(env)
         docname = env.docname
         results = [dict(node["result"]) for node in doctree.findall(CheckResultNode)]
         # a derivation a step check read carries its claims in the items; count the rest
@@ -78,18 +91,18 @@ class ChecksCollector(EnvironmentCollector):
         ]
         failures = [dict(node["failure"]) for node in doctree.findall(ExecutionFailureNode)]
         if derivations:
-            env.chapters_derivations[docname] = derivations
+            data.chapters_derivations[docname] = derivations
             digest = getattr(app, "chapters_code_digests", {}).get(docname) or _code_digest(
                 env, docname
             )
             if digest is not None:
-                env.chapters_code_digests[docname] = digest
+                data.chapters_code_digests[docname] = digest
         if results:
-            env.chapters_results[docname] = results
+            data.chapters_results[docname] = results
         if failures:
-            env.chapters_failures[docname] = failures[0]
+            data.chapters_failures[docname] = failures[0]
         if any(True for _ in doctree.findall(DerivationStatusNode)):
-            env.chapters_status_docs.add(docname)
+            data.chapters_status_docs.add(docname)
 
 
 def _code_digest(env: BuildEnvironment, docname: str) -> str | None:
@@ -101,7 +114,9 @@ def _code_digest(env: BuildEnvironment, docname: str) -> str | None:
     path = Path(env.doc2path(docname))
     if path.suffix != ".md" or not path.is_file():
         return None
-    return file_code_digest(path, docname, env.myst_config, env.mystnb_config)
+    # MyST-Parser and MyST-NB put their configurations on the environment, undeclared there
+    myst_env = cast(Any, env)
+    return file_code_digest(path, docname, myst_env.myst_config, myst_env.mystnb_config)
 
 
 def _claims_by_label(
@@ -129,9 +144,9 @@ def _claims_by_label(
 
 def book_chapters(env: BuildEnvironment) -> list[ChapterData]:
     """Every document with derivations, checks or a failure, in the book's reading order."""
-    ensure_env(env)
+    data = ensure_env(env)
     involved = (
-        set(env.chapters_derivations) | set(env.chapters_results) | set(env.chapters_failures)
+        set(data.chapters_derivations) | set(data.chapters_results) | set(data.chapters_failures)
     )
     order = _reading_order(env)
     ranked = sorted(involved, key=lambda d: (order.get(d, len(order)), d))
@@ -144,9 +159,9 @@ def book_chapters(env: BuildEnvironment) -> list[ChapterData]:
                 chapter=docname,
                 source=Path(env.doc2path(docname, False)).as_posix(),
                 title=title.astext() if title is not None else docname,
-                derivations=env.chapters_derivations.get(docname, []),
-                results=env.chapters_results.get(docname, []),
-                failure=env.chapters_failures.get(docname),
+                derivations=data.chapters_derivations.get(docname, []),
+                results=data.chapters_results.get(docname, []),
+                failure=data.chapters_failures.get(docname),
                 seconds=exec_data.get("runtime"),
             )
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from docutils import nodes
 from docutils.parsers.rst import directives
+from sphinx.domains.std import StandardDomain
 from sphinx.util.docutils import SphinxDirective
 
 from chapters_support.sphinx_ext.nodes import (
@@ -54,7 +57,7 @@ class DerivationDirective(SphinxDirective):
         node += caption
         self.state.nested_parse(self.content, self.content_offset, node)
         if label:
-            std = self.env.get_domain("std")
+            std = cast(StandardDomain, self.env.get_domain("std"))
             std.note_hyperlink_target(
                 label, self.env.docname, anchor, title or f"Derivation {number}"
             )

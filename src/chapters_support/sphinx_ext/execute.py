@@ -14,20 +14,28 @@ import dataclasses
 import json
 import sys
 from pathlib import Path, PurePosixPath
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol, cast
 
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.errors import SphinxError
 from sphinx.util import logging
-from sphinx.util.console import bold, red  # type: ignore[attr-defined]
+from sphinx.util.console import bold, red
 
 from chapters_support.sphinx_ext import config
 from chapters_support.sphinx_ext.nodes import CheckResultNode, ExecutionFailureNode
 from chapters_support.verdict import describe_failure, strip_ansi
 
 logger = logging.getLogger(__name__)
+
+
+class AppData(Protocol):
+    """What the execution step keeps on the Sphinx application for the later phases."""
+
+    chapters_failures: dict[str, dict[str, Any]]
+    chapters_code_digests: dict[str, str]
+    chapters_report: Any
 
 
 class ChaptersBuildError(SphinxError):
@@ -57,9 +65,9 @@ def _excluded(path: Path, patterns: list[str]) -> bool:
 def _parser_salt(env: BuildEnvironment) -> str:
     """What besides a chapter's text decides its notebook (and so its cache key); sets are
     sorted so the salt is the same in every process."""
-    nb_config = env.mystnb_config
+    nb_config = cast(Any, env).mystnb_config
     settings = {
-        "myst": dataclasses.asdict(env.myst_config),
+        "myst": dataclasses.asdict(cast(Any, env).myst_config),
         "kernel_aliases": nb_config.kernel_rgx_aliases,
         "metadata_key": nb_config.metadata_key,
     }
@@ -73,10 +81,11 @@ def _stable(value: Any) -> Any:
 
 
 def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
-    app.chapters_failures = {}
-    app.chapters_code_digests = {}  # docname -> code digest, for the collector (mutation scores)
+    data = cast(AppData, app)
+    data.chapters_failures = {}
+    data.chapters_code_digests = {}  # docname -> code digest, for the collector (mutation scores)
     cfg = config.get(app)
-    nb_config = env.mystnb_config
+    nb_config = cast(Any, env).mystnb_config  # MyST-NB's, set at builder-inited
     if nb_config.execution_mode == "off" or not cfg.execute:
         return
     from chapters_support.execution.lock import cache_lock
@@ -104,6 +113,7 @@ def _execute_chapters(
     from chapters_support.execution.shards import load_durations
     from chapters_support.execution.warm import requested
 
+    data = cast(AppData, app)
     force = nb_config.execution_mode == "force"
     require_cache = cfg.require_cache or require_cache_from_env()
     try:
@@ -124,11 +134,11 @@ def _execute_chapters(
         if not force and index.is_cached(path):
             known += 1  # unchanged since it was cached: no need to parse it twice
             if (digest := index.code_digest(path)) is not None:
-                app.chapters_code_digests[docname] = digest
+                data.chapters_code_digests[docname] = digest
             continue
-        chapter = read_chapter(path, docname, env.myst_config, nb_config)
+        chapter = read_chapter(path, docname, cast(Any, env).myst_config, nb_config)
         if chapter is not None:
-            app.chapters_code_digests[docname] = code_digest(chapter.notebook)
+            data.chapters_code_digests[docname] = code_digest(chapter.notebook)
         if chapter is not None and has_code(chapter):
             chapters.append(chapter)
 
@@ -187,11 +197,11 @@ def _execute_chapters(
     for chapter in [*report.cached, *(o.chapter for o in report.executed if o.succeeded)]:
         index.remember(chapter.path, chapter.notebook)
     index.save()
-    app.chapters_report = report
-    app.chapters_failures = {o.chapter.docname: o.failure.to_json() for o in report.failures}
+    data.chapters_report = report
+    data.chapters_failures = {o.chapter.docname: o.failure.to_json() for o in report.failures}
     excluded = [PurePosixPath(o.chapter.path.as_posix()).as_posix() for o in report.failures]
     # MyST-NB only reads from the cache now: failed chapters are not run a second time.
-    env.mystnb_config = nb_config.copy(
+    cast(Any, env).mystnb_config = nb_config.copy(
         execution_mode="cache",
         execution_excludepatterns=[*nb_config.execution_excludepatterns, *excluded],
     )

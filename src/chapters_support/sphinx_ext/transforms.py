@@ -9,7 +9,7 @@ Priorities (lower runs first), as sphinx-exercise documents its own:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from docutils import nodes
 from sphinx import addnodes
@@ -47,7 +47,7 @@ def assessment(app: Sphinx) -> dict[str, Any]:
         rows, problems = assess(chapters)
         _add_mutation_scores(app, rows)
         cached = {"chapters": chapters, "rows": rows, "problems": problems}
-        app.chapters_assessment = cached
+        cast(Any, app).chapters_assessment = cached  # Sphinx's type declares no such attribute
     return cached
 
 
@@ -56,14 +56,14 @@ def _add_mutation_scores(app: Sphinx, rows: list[dict[str, Any]]) -> None:
     from chapters_support.mutate import recorded_scores
     from chapters_support.sphinx_ext.collector import ensure_env
 
-    ensure_env(app.env)
-    scores = recorded_scores(app.srcdir, app.env.chapters_code_digests)
+    data = ensure_env(app.env)
+    scores = recorded_scores(app.srcdir, data.chapters_code_digests)
     for row in rows:
         row["mutation"] = scores.get((row["chapter"], row["label"]))
 
 
 def reset_assessment(app: Sphinx, env: Any) -> None:
-    app.chapters_assessment = None
+    cast(Any, app).chapters_assessment = None
 
 
 class CheckBadgePostTransform(SphinxPostTransform):
