@@ -172,6 +172,17 @@ def test_new_with_an_unknown_part_writes_nothing(book_copy, capsys):
     assert not (root / "x-chapter.md").exists()
 
 
+def test_the_readme_lists_every_option_as_the_config_declares_it():
+    from chapters_support.sphinx_ext.config import ChaptersConfig, options_table
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- options: start -->\n", 1)[1].split("<!-- options: end -->", 1)[0]
+    assert block == options_table(), "regenerate: python -m chapters_support.sphinx_ext.config"
+    import dataclasses
+
+    assert block.count("| `chapters_") == len(dataclasses.fields(ChaptersConfig)) >= 10
+
+
 def test_bench_counts_kernels_as_the_targets_say(book_copy):
     from chapters_support import bench
 

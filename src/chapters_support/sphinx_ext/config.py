@@ -136,6 +136,25 @@ def register(app: Any) -> None:
         app.add_config_value(f"chapters_{f.name}", default, f.metadata["rebuild"])
 
 
+def options_table() -> str:
+    """Every option as a Markdown table (the README's, which a test keeps equal to this):
+    ``python -m chapters_support.sphinx_ext.config`` prints it."""
+    rows = [
+        "| option (`sphinx: config:` in `_config.yml`) | default | what it does |",
+        "|---|---|---|",
+    ]
+    for f in dc.fields(ChaptersConfig):
+        default = f.default_factory() if f.default_factory is not dc.MISSING else f.default
+        shown = "`" + repr(default).replace("'", '"') + "`" if default != "" else '`""`'
+        text = " ".join(str(f.metadata["help"]).replace("``", "`").replace("|", "\\|").split())
+        rows.append(f"| `chapters_{f.name}` | {shown} | {text} |")
+    return "\n".join(rows) + "\n"
+
+
 def get(app: Any) -> ChaptersConfig:
     values = {f.name: getattr(app.config, f"chapters_{f.name}") for f in dc.fields(ChaptersConfig)}
     return ChaptersConfig(**values)
+
+
+if __name__ == "__main__":
+    print(options_table(), end="")
