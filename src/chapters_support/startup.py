@@ -22,11 +22,16 @@ def skip_slow_imports() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
-def execution_worker() -> None:
+def execution_worker(devices: object = None) -> None:
     """What an execution worker does before its first task (``ProcessPoolExecutor``'s
-    initializer): skip the slow import, and leave a terminal's Ctrl-C, which reaches the
-    whole process group, to the process that started it (which stops the run in order)."""
+    initializer): skip the slow import, leave a terminal's Ctrl-C, which reaches the whole
+    process group, to the process that started it (which stops the run in order), and take
+    the GPU its kernels will see, when there are GPUs (``devices``: execution.gpus)."""
     import signal
 
     skip_slow_imports()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if devices is not None:
+        from chapters_support.execution.gpus import take_device
+
+        take_device(devices)

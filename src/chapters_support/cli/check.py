@@ -79,13 +79,21 @@ def run_chapters(
     force: bool,
     require_cache: bool,
     console: Console,
+    kernels_per_gpu: int | None = None,
 ) -> Any:
     """Execute what is not cached, with a progress bar; returns the ExecutionReport. One
     executor at a time per cache: a second command or build on the same book waits."""
+    from chapters_support.execution.gpus import per_gpu
     from chapters_support.execution.lock import cache_lock
 
+    try:
+        per_device = kernels_per_gpu or per_gpu(
+            int(book.sphinx_config.get("chapters_kernels_per_gpu", 1))
+        )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     with cache_lock(cache, lambda line: console.print(f"[yellow]{line}[/]")):
-        return _run_chapters(book, chapters, cache, jobs, force, require_cache, console)
+        return _run_chapters(book, chapters, cache, jobs, force, require_cache, console, per_device)
 
 
 def _run_chapters(
@@ -96,6 +104,7 @@ def _run_chapters(
     force: bool,
     require_cache: bool,
     console: Console,
+    kernels_per_gpu: int,
 ) -> Any:
     from chapters_support.execution import execute, plan
     from chapters_support.execution.health import UnreadableCache, ensure_readable
@@ -139,6 +148,7 @@ def _run_chapters(
                 planned=planned,
                 warm=warm,
                 preload=preload,
+                kernels_per_gpu=kernels_per_gpu,
             )
         except Interrupted as stopped:
             progress.stop()
@@ -146,6 +156,11 @@ def _run_chapters(
             raise click.exceptions.Exit(stopped.exit_code) from None
     if report.kernels:
         console.print(report.kernels)
+    if report.devices:
+        console.print(
+            f"on GPU(s) {', '.join(sorted(set(report.devices)))}: at most {kernels_per_gpu} "
+            "kernel(s) on each at once"
+        )
     return report
 
 
@@ -183,6 +198,7 @@ def chapter_data(book: Book, chapters: list[Any], report: Any, cache: Path) -> l
 @options.book
 @options.cache
 @options.jobs
+@options.kernels_per_gpu
 @options.force
 @click.option(
     "--require-cache",
@@ -201,6 +217,7 @@ def command(
     book_dir: str,
     cache: Path | None,
     jobs: int | None,
+    kernels_per_gpu: int | None,
     force: bool,
     require_cache: bool,
     show_steps: bool,
@@ -224,6 +241,7 @@ def command(
             force=force,
             require_cache=require_cache,
             console=console,
+            kernels_per_gpu=kernels_per_gpu,
         )
     except (BookError, RequireCacheError) as error:
         raise click.ClickException(str(error)) from None

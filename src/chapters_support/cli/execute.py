@@ -24,6 +24,7 @@ from chapters_support.verdict import describe_failure
     help="Execute only shard I of N, balanced by book/_durations.json.",
 )
 @options.jobs
+@options.kernels_per_gpu
 @options.force
 @click.option(
     "--record-durations",
@@ -36,6 +37,7 @@ def command(
     cache: Path | None,
     shard: str | None,
     jobs: int | None,
+    kernels_per_gpu: int | None,
     force: bool,
     record_durations: bool,
 ) -> None:
@@ -68,6 +70,7 @@ def command(
             force=force,
             require_cache=False,
             console=console,
+            kernels_per_gpu=kernels_per_gpu,
         )
     except (BookError, ValueError) as error:
         raise click.ClickException(str(error)) from None

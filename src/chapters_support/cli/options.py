@@ -16,3 +16,10 @@ jobs = click.option(
     "-j", "--jobs", type=int, default=None, help="Kernels at once [default: one per core]."
 )
 force = click.option("--force", is_flag=True, help="Re-execute even chapters whose code is cached.")
+kernels_per_gpu = click.option(
+    "--kernels-per-gpu",
+    type=click.IntRange(min=1),
+    default=None,
+    help="On GPUs, kernels at once on each device [default: CHAPTERS_KERNELS_PER_GPU, else "
+    "chapters_kernels_per_gpu in _config.yml, else 1].",
+)

@@ -89,6 +89,7 @@ class ExecutionReport:
     wall_seconds: float = 0.0
     jobs: int = 1
     kernels: str = ""  # which kernels ran the chapters, and why (warm.WarmKernels.describe)
+    devices: list[str] = field(default_factory=list)  # the GPU of each worker (gpus.py)
 
     @property
     def failures(self) -> list[Outcome]:
@@ -189,12 +190,17 @@ def execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
     )
     del warm.LAUNCHES[:]
     warm.REGISTRY = payload.get("registry")
+    from chapters_support.execution import gpus
+
+    env = dict(payload["env"])
+    if gpus.DEVICE is not None:  # this worker's GPU, and only it
+        env["CUDA_VISIBLE_DEVICES"] = gpus.DEVICE
     start = time.perf_counter()
     failure: dict[str, Any] | None = None
     try:
         # kernel chatter (transport warnings, teardown tracebacks) is not the reader's business;
         # what went wrong reaches us through nbclient's exceptions
-        client.execute(stderr=subprocess.DEVNULL, env=payload["env"])
+        client.execute(stderr=subprocess.DEVNULL, env=env)
     except CellTimeoutError as exc:
         failure = {
             "kind": "timeout",
@@ -334,9 +340,12 @@ def kernel_pool(
     kernel_name: str,
     warm: tuple[bool, str] = (True, ""),
     preload: Sequence[str] | None = None,
+    devices: Sequence[str] = (),
 ) -> Iterator[KernelPool]:
     """The :class:`KernelPool` for one run (the fork server started first: it imports while
-    the workers start). ``preload`` defaults to what the notebooks' first code cells import."""
+    the workers start). ``preload`` defaults to what the notebooks' first code cells import;
+    ``devices`` gives each worker's kernels one GPU (one entry per worker)."""
+    from chapters_support.execution.gpus import slot_queue
     from chapters_support.execution.interrupt import KernelRegistry
     from chapters_support.execution.warm import WarmKernels, first_imports
     from chapters_support.startup import execution_worker
@@ -350,7 +359,9 @@ def kernel_pool(
             cf.ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=execution_worker,  # before the first task imports nbformat
+                # before the first task imports nbformat; one device each, on GPUs
+                initializer=execution_worker,
+                initargs=(slot_queue(list(devices)) if devices else None,),
             ) as executor,
         ):
             yield KernelPool(executor, env, kernels, registry)
@@ -395,6 +406,7 @@ def execute(
     planned: tuple[list[tuple[Chapter, str]], list[Chapter]] | None = None,
     warm: tuple[bool, str] = (True, ""),
     preload: Sequence[str] | None = None,
+    kernels_per_gpu: int = 1,
 ) -> ExecutionReport:
     """Execute every chapter whose code is not cached, longest first, ``jobs`` at a time.
 
@@ -420,8 +432,13 @@ def execute(
 
     # longest first, so a long chapter does not start last (dynamic balancing by the pool)
     todo.sort(key=lambda item: (-expected(item[0]), item[0].docname))
-    workers = max(1, min(report.jobs, len(todo)))
+    from chapters_support.execution.gpus import device_slots
     from chapters_support.execution.interrupt import Interrupted, stop_signals
+
+    # on GPUs, at most kernels_per_gpu kernels share one device
+    slots = device_slots(kernels_per_gpu)
+    workers = max(1, min(report.jobs, len(todo), len(slots) or len(todo)))
+    report.devices = slots[:workers]
 
     with (
         stop_signals() as received,
@@ -431,6 +448,7 @@ def execute(
             kernel_name=todo[0][0].kernel_name,
             warm=warm,
             preload=preload,
+            devices=report.devices,
         ) as pool,
     ):
         futures = {}

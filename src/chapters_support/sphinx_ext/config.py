@@ -29,6 +29,15 @@ class ChaptersConfig:
         default=0,
         metadata={"help": "Kernels to run at once; 0 means one per available core.", "rebuild": ""},
     )
+    kernels_per_gpu: int = dc.field(
+        default=1,
+        metadata={
+            "help": "On a machine with GPUs, how many chapters' kernels may share one device "
+            "at once; each kernel sees only its device (CUDA_VISIBLE_DEVICES). The "
+            "environment variable CHAPTERS_KERNELS_PER_GPU overrides it.",
+            "rebuild": "",
+        },
+    )
     warm_kernels: bool = dc.field(
         default=True,
         metadata={

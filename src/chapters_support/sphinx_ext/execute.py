@@ -106,6 +106,7 @@ def _execute_chapters(
         read_chapter,
         require_cache_from_env,
     )
+    from chapters_support.execution.gpus import per_gpu
     from chapters_support.execution.health import UnreadableCache, ensure_readable
     from chapters_support.execution.index import SourceIndex
     from chapters_support.execution.interrupt import Interrupted
@@ -115,6 +116,10 @@ def _execute_chapters(
 
     data = cast(AppData, app)
     force = nb_config.execution_mode == "force"
+    try:
+        kernels_per_gpu = per_gpu(cfg.kernels_per_gpu)
+    except ValueError as error:
+        fail(ChaptersBuildError(str(error)))
     require_cache = cfg.require_cache or require_cache_from_env()
     try:
         note = ensure_readable(nb_config.execution_cache_path, rebuild=not require_cache)
@@ -170,6 +175,7 @@ def _execute_chapters(
             durations=load_durations(Path(app.srcdir)),
             warm=requested(cfg.warm_kernels),
             preload=list(cfg.warm_preload),
+            kernels_per_gpu=kernels_per_gpu,
         )
     except RequireCacheError as error:
         fail(ChaptersBuildError(str(error)))
@@ -186,6 +192,11 @@ def _execute_chapters(
             f"{min(report.jobs, len(report.executed))} "
             f"kernel(s) in parallel in {report.wall_seconds:.1f} s; {cached} from the cache"
         )
+        if report.devices:
+            logger.info(
+                bold("chapters: ") + f"on GPU(s) {', '.join(sorted(set(report.devices)))}: at most "
+                f"{kernels_per_gpu} kernel(s) on each at once"
+            )
         cells = sum(o.cell_seconds for o in report.executed)
         logger.info(
             bold("chapters: ") + f"{report.kernels}; the cells themselves ran {cells:.1f} s"
