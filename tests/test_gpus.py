@@ -3,11 +3,11 @@ and each kernel sees only its own (found without torch: CUDA_VISIBLE_DEVICES or 
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
 from conftest import ROOTS
+from test_warm import facts_of
 
 from chapters_support.book import Book
 from chapters_support.cli.check import load_chapters
@@ -62,16 +62,11 @@ def test_slots_spread_the_kernels_over_the_devices(fake_smi, monkeypatch):
 
 
 def seen_devices(report) -> dict[str, str]:
-    found = {}
-    for outcome in report.executed:
-        assert outcome.succeeded, outcome.failure
-        printed = next(
-            o for c in outcome.notebook.cells for o in c.get("outputs", []) if "text" in o
-        )
-        found[outcome.chapter.docname] = json.loads(printed["text"])["environment"].get(
-            "CUDA_VISIBLE_DEVICES"
-        )
-    return found
+    """The CUDA_VISIBLE_DEVICES each chapter's kernel had."""
+    return {
+        chapter: facts["environment"].get("CUDA_VISIBLE_DEVICES")
+        for chapter, facts in facts_of(report).items()
+    }
 
 
 @pytest.mark.slow
