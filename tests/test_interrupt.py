@@ -181,3 +181,29 @@ def test_two_builds_at_once_both_finish_and_lose_no_record(book_copy):
     assert "locked" not in out_first + second.stdout + second.stderr
     assert sorted(re.findall(r"executing (\S+) \(", out_first)) == CHAPTERS
     assert cached_chapters(root) == 4
+
+
+def run_then_report_signals(payload: dict) -> dict[str, str]:
+    """Run in an execution worker: execute a chapter, then say how SIGINT/SIGTERM are handled."""
+    from chapters_support.execution.runner import execute_payload
+
+    failure = execute_payload(payload)["failure"]
+    assert failure is None, failure
+    return {name: str(signal.getsignal(getattr(signal, name))) for name in ("SIGINT", "SIGTERM")}
+
+
+def test_a_worker_still_ignores_ctrl_c_after_nbclient_ran_a_chapter():
+    """nbclient installs SIGINT/SIGTERM handlers around a kernel (they shut the kernel down)
+    and leaves Python's default Ctrl-C handler behind: the workers' client does neither."""
+    from conftest import ROOTS
+
+    from chapters_support.book import Book
+    from chapters_support.cli.check import load_chapters
+    from chapters_support.execution.runner import kernel_pool, payload_for
+
+    [chapter] = load_chapters(Book.load(ROOTS / "test-warm"), ("facts-a",))
+    with kernel_pool(1, [chapter.notebook], kernel_name="python3") as pool:
+        payload = payload_for(chapter, chapter.notebook, pool.env, pool.warm.address)
+        handlers = pool.executor.submit(run_then_report_signals, payload).result()
+    ignored = str(signal.SIG_IGN)
+    assert handlers == {"SIGINT": ignored, "SIGTERM": ignored}

@@ -30,7 +30,10 @@ def execution_worker(devices: object = None) -> None:
     import signal
 
     skip_slow_imports()
+    # SIGTERM too: the run kills its workers itself (SIGKILL), after it has cached what
+    # finished; a worker whose run is gone exits when its task queue closes
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if devices is not None:
         from chapters_support.execution.gpus import take_device
 

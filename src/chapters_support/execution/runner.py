@@ -8,10 +8,13 @@ so nothing that succeeded is lost.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import contextlib
+import functools
 import multiprocessing
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -158,7 +161,6 @@ def recorded_seconds(cache: Any) -> dict[str, float]:
 
 def execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """Run one notebook in its own kernel (in a worker process)."""
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     notebook = nbformat.reads(payload["notebook"], as_version=4)
@@ -175,7 +177,7 @@ def execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
     cwd = scratch.name if scratch is not None else payload["cwd"]
     config = Config()
     config.WarmKernelManager.fork_server = payload.get("fork_server") or ""
-    client = NotebookClient(
+    client = _worker_client()(
         notebook,
         timeout=payload["timeout"],
         kernel_name=payload["kernel_name"],
@@ -245,6 +247,28 @@ def execute_payload(payload: dict[str, Any]) -> dict[str, Any]:
         else 0.0,
         "kernel": launched["kernel"] if launched else "not started",
     }
+
+
+@functools.cache
+def _worker_client() -> type:
+    """nbclient's NotebookClient, without the SIGINT and SIGTERM handlers it installs around
+    a kernel (which shut the kernel down, and leave Python's default Ctrl-C handler behind):
+    a terminal's Ctrl-C reaches every process of the group, and in an execution worker it is
+    for the run that started it, which caches what finished and stops the rest in order
+    (interrupt.py), never for the chapter the worker is running."""
+    from nbclient import NotebookClient
+
+    class WorkerNotebookClient(NotebookClient):
+        @contextlib.asynccontextmanager
+        async def async_setup_kernel(self, **kwargs: Any) -> Any:
+            async with super().async_setup_kernel(**kwargs):
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+                    signal.signal(signum, signal.SIG_IGN)
+                yield
+
+    return WorkerNotebookClient
 
 
 def cell_timing(notebook: Any, launched: float | None) -> tuple[float, float | None]:
