@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require_tool, run_jupyter_book
+from test_warm import gone
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +28,9 @@ def processes_of(root: Path, parent: int) -> list[str]:
     this build, still running."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid() or gone(int(entry.name)):
             continue
         try:
-            stat = (entry / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                continue
             environ = (entry / "environ").read_bytes()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:

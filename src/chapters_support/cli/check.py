@@ -157,10 +157,9 @@ def _run_chapters(
     if report.kernels:
         console.print(report.kernels)
     if report.devices:
-        console.print(
-            f"on GPU(s) {', '.join(sorted(set(report.devices)))}: at most {kernels_per_gpu} "
-            "kernel(s) on each at once"
-        )
+        from chapters_support.execution.gpus import describe
+
+        console.print(describe(report.devices, kernels_per_gpu))
     return report
 
 

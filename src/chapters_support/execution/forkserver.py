@@ -334,13 +334,16 @@ class ForkServer:
         self.listener.close()
 
 
-def kill_group(pid: int) -> None:
+def kill_group(pid: int) -> bool:
+    """SIGKILL the process group ``pid`` leads (a kernel is a session leader), else the
+    process alone; whether there was anything to kill."""
     for kill in (os.killpg, os.kill):
         try:
             kill(pid, signal.SIGKILL)
-            return
+            return True
         except OSError:
             continue
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,6 +67,14 @@ def device_slots(kernels_per_gpu: int) -> list[str]:
     return [gpu for _ in range(kernels_per_gpu) for gpu in gpus]
 
 
+def describe(devices: list[str], kernels_per_gpu: int) -> str:
+    """The run's line about its GPUs (each worker's device in ``devices``)."""
+    return (
+        f"on GPU(s) {', '.join(sorted(set(devices)))}: at most {kernels_per_gpu} "
+        "kernel(s) on each at once"
+    )
+
+
 def slot_queue(slots: list[str]) -> Any:
     """A queue the spawned workers take their devices from, one each."""
     queue = multiprocessing.get_context("spawn").Queue()

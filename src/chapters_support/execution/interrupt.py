@@ -12,7 +12,6 @@ many did not run. An interrupted chapter is never reported as a failure of its o
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import tempfile
@@ -87,18 +86,14 @@ class KernelRegistry:
 
     def kill_all(self) -> list[int]:
         """SIGKILL every registered kernel's process group; returns their pids."""
+        from chapters_support.execution.forkserver import kill_group
+
         killed = []
         for entry in self.path.iterdir():
             if not entry.name.isdigit():
                 continue
-            pid = int(entry.name)
-            for kill in (os.killpg, os.kill):
-                try:
-                    kill(pid, signal.SIGKILL)
-                except OSError:
-                    continue
-                killed.append(pid)
-                break
+            if kill_group(int(entry.name)):
+                killed.append(int(entry.name))
             entry.unlink(missing_ok=True)
         return killed
 

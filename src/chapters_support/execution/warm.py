@@ -39,9 +39,10 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Unicode, observe
 
+from chapters_support.execution.forkserver import MESSAGE_BYTES
+
 WARM_ENV = "CHAPTERS_WARM_KERNELS"
 PROVISIONER = "chapters-warm-provisioner"
-MESSAGE_BYTES = 1 << 20
 # how long a kernel request may wait for the server to finish importing
 READY_SECONDS = 180.0
 # each kernel this worker process launched: how ("forked", "plain ..."), when it was asked

@@ -193,10 +193,9 @@ def _execute_chapters(
             f"kernel(s) in parallel in {report.wall_seconds:.1f} s; {cached} from the cache"
         )
         if report.devices:
-            logger.info(
-                bold("chapters: ") + f"on GPU(s) {', '.join(sorted(set(report.devices)))}: at most "
-                f"{kernels_per_gpu} kernel(s) on each at once"
-            )
+            from chapters_support.execution.gpus import describe
+
+            logger.info(bold("chapters: ") + describe(report.devices, kernels_per_gpu))
         cells = sum(o.cell_seconds for o in report.executed)
         logger.info(
             bold("chapters: ") + f"{report.kernels}; the cells themselves ran {cells:.1f} s"
