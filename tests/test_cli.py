@@ -7,6 +7,7 @@ import re
 import shutil
 
 import pytest
+import torch
 from conftest import REPO
 
 from chapters_support.book import BookError
@@ -115,6 +116,16 @@ def test_execute_shards_then_merge_then_build_requires_nothing(book_copy, build,
     assert built.report()["totals"] == {"pass": 4, "fail": 0, "unverified": 0, "total": 4}
     environments = built.page("status").select_one(".chapters-status-environment").get_text(" ")
     assert "CUDA: NVIDIA H100 80GB HBM3" in environments and "CPU:" in environments
+    # the GPU runner's results are marked as verified there, the others are this build's own
+    marked = {
+        r["label"]: r["verified_elsewhere"]
+        for r in built.report()["derivations"]
+        if r["verified_elsewhere"]
+    }
+    gpu = f"verified on torch {torch.__version__}, CUDA"
+    assert marked == {"sq-grad-b": gpu, "normal-var-b": gpu}
+    assert [m.get_text() for m in built.page("other").select(".chapters-elsewhere")] == [gpu, gpu]
+    assert not built.page("good").select(".chapters-elsewhere")
 
 
 def test_merge_refuses_a_folder_that_is_not_a_cache(tmp_path, capsys):

@@ -15,6 +15,7 @@ from bs4 import BeautifulSoup
 from sphinx.testing.util import SphinxTestApp
 
 from chapters_support.checks import check_close
+from chapters_support.result import MIME_TYPE
 
 CHAPTERS = 8  # Sphinx reads in parallel only when there are more than five documents
 
@@ -124,3 +125,106 @@ def test_a_parallel_read_gives_the_same_book(book, tmp_path):
         return data
 
     assert report(parallel) == report(serial)
+
+
+def _run_elsewhere(src: Path, label: str) -> None:
+    """Chapter ``label``'s cached check as if a CUDA machine with another torch had run it."""
+    path = src / f"chapter-{label.split('-')[1]}.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    payload = notebook.cells[1].outputs[0]["data"][MIME_TYPE]
+    payload["environment"] = {
+        **payload["environment"],
+        "torch": "2.8.0+cu128",
+        "cuda": "12.8",
+        "device_type": "cuda",
+        "device_name": "NVIDIA H100 80GB HBM3",
+    }
+    payload["device"] = "cuda:0"
+    nbformat.write(notebook, path)
+
+
+def marks(app: SphinxTestApp) -> dict[str, str]:
+    found = {}
+    for i in range(1, CHAPTERS + 1):
+        page = Path(app.outdir, f"chapter-{i}.html").read_text(encoding="utf-8")
+        mark = BeautifulSoup(page, "html.parser").select_one(".chapters-derivation-title")
+        found[f"sq-{i}"] = " ".join(
+            m.get_text(" ", strip=True) for m in mark.select(".chapters-elsewhere")
+        )
+    return found
+
+
+@pytest.fixture
+def this_build(monkeypatch):
+    """This build's torch and device, asked afresh (the answer is kept once per process)."""
+    from chapters_support.provenance import installed
+
+    monkeypatch.delenv("CHAPTERS_DEVICE", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    installed.cache_clear()
+    yield monkeypatch
+    installed.cache_clear()
+
+
+def test_a_result_verified_on_another_torch_or_device_is_marked(book, tmp_path, this_build):
+    """Issue 12: a cached result from another torch or device says where it was verified, on
+    its badge, on the status page and in derivations.json; when this build's own torch or device
+    changes, every badge is rewritten (a no-change rebuild still writes nothing)."""
+    from chapters_support.provenance import installed
+
+    _run_elsewhere(book, "sq-2")
+    app, _ = build(book, tmp_path / "out", parallel=0)
+    here = f"torch {torch.__version__}, CPU"
+    assert marks(app) == {
+        f"sq-{i}": "verified on torch 2.8.0+cu128, CUDA" if i == 2 else ""
+        for i in range(1, CHAPTERS + 1)
+    }
+    status = BeautifulSoup(
+        Path(app.outdir, "status.html").read_text(encoding="utf-8"), "html.parser"
+    )
+    text = " ".join(status.get_text(" ").split())
+    assert f"This build has {here}; 1 of 8 derivations were verified by an earlier run" in text
+    row = next(tr for tr in status.select("tr") if "Square of 2" in tr.get_text())
+    assert row.select_one(".chapters-elsewhere").get_text() == "verified on torch 2.8.0+cu128, CUDA"
+    assert "NVIDIA H100 80GB HBM3 — torch 2.8.0+cu128, CUDA 12.8" in text
+    assert f"torch {torch.__version__}, no CUDA, Python" in text and "(this build's)" in text
+    report = json.loads(Path(app.outdir, "derivations.json").read_text(encoding="utf-8"))
+    assert report["build_environment"] == {"torch": torch.__version__, "device_type": "cpu"}
+    elsewhere = {r["label"]: r["verified_elsewhere"] for r in report["derivations"]}
+    assert elsewhere["sq-2"] == "verified on torch 2.8.0+cu128, CUDA"
+    assert [label for label, mark in elsewhere.items() if mark] == ["sq-2"]
+
+    # the same cache read by a build whose chapters would run on CUDA: every page is rewritten
+    this_build.setenv("CHAPTERS_DEVICE", "cuda")
+    installed.cache_clear()
+    app, _ = build(book, tmp_path / "out", parallel=0)
+    assert marks(app) == {
+        f"sq-{i}": "verified on torch 2.8.0+cu128, CUDA"
+        if i == 2
+        else f"verified on torch {torch.__version__}, CPU"
+        for i in range(1, CHAPTERS + 1)
+    }
+    # and nothing changed since: nothing is written
+    page = Path(app.outdir, "chapter-1.html")
+    before = page.stat().st_mtime_ns
+    build(book, tmp_path / "out", parallel=0)
+    assert page.stat().st_mtime_ns == before
+
+
+def test_the_pdf_says_where_a_result_was_verified(book, tmp_path, this_build):
+    _run_elsewhere(book, "sq-2")
+    app = SphinxTestApp(
+        "latex",
+        srcdir=book,
+        builddir=tmp_path / "latex",
+        status=io.StringIO(),
+        warning=io.StringIO(),
+    )
+    try:
+        app.build()
+    finally:
+        app.cleanup()
+    tex = next(Path(app.outdir).glob("*.tex")).read_text(encoding="utf-8")
+    assert tex.count("verified on torch 2.8.0+cu128, CUDA") == 2  # the badge, the status table
+    assert "verified on torch " + torch.__version__ not in tex
+

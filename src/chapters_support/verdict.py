@@ -121,6 +121,7 @@ def _row(
             "dtype",
             "device",
             "seconds",
+            "environment",
         ):
             row[key] = None
         return row
@@ -147,6 +148,8 @@ def _row(
         seconds=sum(float(r.get("seconds") or 0.0) for r in results),
         reason=next((r.get("reason") for r in results if r.get("reason")), None),
         kinds=sorted({r.get("kind", "") for r in results}),
+        # one execution of the chapter produced every result of the row: one environment
+        environment=next((r["environment"] for r in results if r.get("environment")), None),
     )
     return row
 

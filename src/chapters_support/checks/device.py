@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-DEVICE_ENV = "CHAPTERS_DEVICE"
+from chapters_support.provenance import DEVICE_ENV
 
 
 @cache

@@ -26,7 +26,9 @@ class DerivationTitleNode(nodes.General, nodes.TextElement):
 
 
 class DerivationBadgeNode(nodes.General, nodes.Inline, nodes.Element):
-    """PASS / FAIL / UNVERIFIED, with the numbers; attributes ``status``, ``text``, ``tooltip``."""
+    """PASS / FAIL / UNVERIFIED, with the numbers; attributes ``status``, ``text``, ``tooltip``,
+    and ``elsewhere`` ("verified on torch 2.8.0+cu128, CUDA") when the cached result comes from
+    another torch or device than this build's (``here``)."""
 
 
 class StepFailureNode(nodes.General, nodes.Element):
@@ -79,6 +81,14 @@ def visit_badge_html(self: Any, node: DerivationBadgeNode) -> None:
         f'<{tag} class="chapters-badge chapters-badge--{status}" title="{tooltip}">'
         f"{html.escape(node['text'])}</{tag.split()[0]}>"
     )
+    if node.get("elsewhere"):
+        why = html.escape(
+            "verified by an earlier run and taken from its cache; the build that made this "
+            f"page has {node.get('here', '?')}",
+            quote=True,
+        )
+        mark = html.escape(node["elsewhere"])
+        self.body.append(f'<span class="chapters-elsewhere" title="{why}">{mark}</span>')
     raise nodes.SkipNode
 
 
@@ -128,6 +138,8 @@ def visit_badge_latex(self: Any, node: DerivationBadgeNode) -> None:
         f"\\quad\\fcolorbox[rgb]{{{colour}}}{{1,1,1}}{{\\textcolor[rgb]{{{colour}}}"
         f"{{\\textbf{{\\small {latex_escape(node['text'])}}}}}}}"
     )
+    if node.get("elsewhere"):
+        self.body.append(f"\\quad{{\\footnotesize\\itshape {latex_escape(node['elsewhere'])}}}")
     raise nodes.SkipNode
 
 
@@ -158,7 +170,8 @@ def depart_step_failure_latex(self: Any, node: StepFailureNode) -> None:
 
 
 def visit_badge_text(self: Any, node: DerivationBadgeNode) -> None:
-    self.add_text(f" [{node['text']}]")
+    elsewhere = f"; {node['elsewhere']}" if node.get("elsewhere") else ""
+    self.add_text(f" [{node['text']}{elsewhere}]")
     raise nodes.SkipNode
 
 

@@ -12,6 +12,7 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 
 from chapters_support import __version__
+from chapters_support.provenance import installed
 from chapters_support.sphinx_ext import config
 from chapters_support.sphinx_ext.execute import ChaptersBuildError, fail
 from chapters_support.sphinx_ext.transforms import assessment
@@ -29,10 +30,17 @@ logger = logging.getLogger(__name__)
 def status_docs_to_rewrite(app: Sphinx, env: Any) -> list[str]:
     """``env-updated``: the status page depends on every chapter, so rewrite it whenever any
     document was read or removed in this build (and only then: a no-change rebuild writes
-    nothing)."""
+    nothing). Every page with a derivation is rewritten when this build's torch or device is
+    not the last build's, since its badges say whether it was verified here."""
+    status_docs = set(getattr(env, "chapters_status_docs", set()))
+    here = installed().as_dict()
+    moved = getattr(env, "chapters_installed", None) not in (None, here)
+    env.chapters_installed = here  # pickled with the environment, for the next build
+    if moved:
+        return sorted(status_docs | set(getattr(env, "chapters_derivations", {})))
     if not getattr(app, "chapters_env_changed", False):
         return []
-    return sorted(getattr(env, "chapters_status_docs", set()))
+    return sorted(status_docs)
 
 
 def _generated() -> _dt.datetime:
@@ -67,6 +75,7 @@ def report_data(app: Sphinx) -> dict[str, Any]:
         "totals": totals(data["rows"]),
         "steps": step_coverage(data["rows"]),
         "environments": environments(data["chapters"]),
+        "build_environment": data["installed"].as_dict(),
         "chapters": [
             {
                 "chapter": c.chapter,
@@ -96,6 +105,14 @@ def finish(app: Sphinx, exception: Exception | None) -> None:
     coverage = step_coverage(rows)
     if coverage["claims"]:
         logger.info(f"chapters: {coverage_text(coverage)}")
+    elsewhere = sorted({r["verified_elsewhere"] for r in rows if r.get("verified_elsewhere")})
+    if elsewhere:
+        moved = sum(1 for r in rows if r.get("verified_elsewhere"))
+        logger.info(
+            f"chapters: {moved} derivation(s) were verified by an earlier run on another torch "
+            f"or device ({'; '.join(elsewhere)}) than this build's ({installed().describe()}); "
+            "their badges say so (`chapters check --force` verifies them here)"
+        )
     if (
         coverage["claims"]
         and cfg.min_step_coverage

@@ -17,6 +17,7 @@ from sphinx.application import Sphinx
 from sphinx.transforms.post_transforms import SphinxPostTransform
 
 from chapters_support.mutate import score_text
+from chapters_support.provenance import installed, verified_elsewhere
 from chapters_support.result import FAIL, PASS, STEP_FAIL, UNVERIFIED, format_seconds
 from chapters_support.sphinx_ext.collector import book_chapters, check_anchor
 from chapters_support.sphinx_ext.nodes import (
@@ -46,7 +47,14 @@ def assessment(app: Sphinx) -> dict[str, Any]:
         chapters = book_chapters(app.env)
         rows, problems = assess(chapters)
         _add_mutation_scores(app, rows)
-        cached = {"chapters": chapters, "rows": rows, "problems": problems}
+        here = installed()
+        for row in rows:
+            row["verified_elsewhere"] = (
+                verified_elsewhere(row["environment"], here)
+                if row["status"] != UNVERIFIED
+                else None
+            )
+        cached = {"chapters": chapters, "rows": rows, "problems": problems, "installed": here}
         cast(Any, app).chapters_assessment = cached  # Sphinx's type declares no such attribute
     return cached
 
@@ -79,6 +87,8 @@ class CheckBadgePostTransform(SphinxPostTransform):
                 status=row["status"],
                 text=badge_text(row),
                 tooltip=row.get("message", ""),
+                elsewhere=row.get("verified_elsewhere") or "",
+                here=installed().describe(),
             )
             anchor = check_anchor(self.document, node["label"])
             if anchor:
@@ -205,10 +215,14 @@ class StatusTablePostTransform(SphinxPostTransform):
         )
         ratio = f"{row['ratio']:.2g}" if row.get("ratio") is not None else "–"
         seconds = row.get("seconds")
+        cell: nodes.Node = status
+        if row.get("verified_elsewhere"):
+            cell = nodes.inline("", "", status)
+            cell += nodes.inline(text=row["verified_elsewhere"], classes=["chapters-elsewhere"])
         return [
             str(row.get("number") or ""),
             _xref(docname, row["label"], row["title"] or row["label"], "ref"),
-            status,
+            cell,
             steps_text(row),
             error_summary(row),
             ratio,
@@ -236,20 +250,32 @@ class StatusTablePostTransform(SphinxPostTransform):
             )
         )
 
+        here = data["installed"]
         env_list = nodes.bullet_list(classes=["chapters-status-environment"])
         for env in environments(chapters):
             where = env.get("device_name") or env.get("device_type", "?")
             cuda = f", CUDA {env['cuda']}" if env.get("cuda") else ", no CUDA"
+            ours = "" if verified_elsewhere(env, here) else " (this build's)"
             item = nodes.list_item()
             item += nodes.paragraph(
                 text=f"{env.get('device_type', '?').upper()}: {where} — "
                 f"torch {env.get('torch', '?')}"
-                f"{cuda}, Python {env.get('python', '?')}"
+                f"{cuda}, Python {env.get('python', '?')}{ours}"
             )
             env_list += item
         if env_list.children:
             out.append(nodes.paragraph(text="Checks ran on:"))
             out.append(env_list)
+        elsewhere = [r for r in rows if r.get("verified_elsewhere")]
+        if elsewhere:
+            out.append(
+                nodes.paragraph(
+                    text=f"This build has {here.describe()}; {len(elsewhere)} of "
+                    f"{count['total']} derivations were verified by an earlier run on another "
+                    "torch or device and are marked with where they were verified.",
+                    classes=["chapters-status-elsewhere"],
+                )
+            )
 
         for chapter in chapters:
             mine = [r for r in rows if r["chapter"] == chapter.chapter]
