@@ -710,3 +710,23 @@ def test_jupyter_with_an_empty_token_still_requires_one(jupyter_without_token):
     # The config must never turn JUPYTER_TOKEN="" into "no authentication".
     status, _ = get(jupyter_without_token, "/api/contents")
     assert status in (401, 403)
+
+
+def test_the_image_carries_the_torch_release_ci_tests():
+    """Issue 12: the container's torch is the release CI tests on CPU (a result verified in the
+    container and one verified by CI then differ only by device): the base image's tag, the
+    TORCH_VERSION the build checks the image's torch against, and the constraints file agree."""
+    instructions = dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8"))
+    image = next(arguments for keyword, arguments in instructions if keyword == "FROM")
+    tag = image.split("@")[0].split(":", 1)[1]
+    match = re.fullmatch(r"(\d+\.\d+\.\d+)-cuda(\d+\.\d+)-cudnn\d+-runtime", tag)
+    assert match, f"not a pytorch/pytorch release runtime tag: {tag}"
+    args = dict(
+        arguments.partition("=")[::2] for keyword, arguments in instructions if keyword == "ARG"
+    )
+    constraints = (ROOT / ".ci" / "constraints-cpu.txt").read_text(encoding="utf-8")
+    pinned = re.search(r"^torch==(\S+)$", constraints, re.MULTILINE)
+    assert pinned, "the constraints file pins no torch"
+    assert match[1] == args["TORCH_VERSION"] == pinned[1]
+    # the build compares the image's torch with TORCH_VERSION, as a CUDA build
+    assert 'grep -E "^${TORCH_VERSION}\\+cu[0-9]+ [0-9.]+$"' in DOCKERFILE.read_text()

@@ -382,3 +382,21 @@ def test_ci_tests_every_python_the_package_supports(workflows):
     upstream = workflows["upstream.yml"]
     assert set(triggers(upstream)) == {"schedule", "workflow_dispatch"}
     assert {"newest-releases", "linkcheck"} == set(upstream["jobs"])
+
+
+def test_every_cpu_job_installs_the_torch_release_ci_tests(workflows):
+    """Issue 12: one torch release everywhere the project runs (the container carries it too,
+    tests/test_docker.py): a job that installs torch takes it through the constraints file;
+    only the weekly job that tries the newest releases leaves it open."""
+    installs = []
+    for name, workflow in workflows.items():
+        for job_name, job in workflow["jobs"].items():
+            for step in job.get("steps", []):
+                for line in str(step.get("run", "")).splitlines():
+                    if "pip install" in line and re.search(r"\btorch\b", line):
+                        installs.append((name, job_name, line.strip()))
+    assert installs, "no workflow installs torch"
+    for name, job_name, line in installs:
+        if name == "upstream.yml":
+            continue
+        assert "-c .ci/constraints-cpu.txt" in line, f"{name} {job_name}: {line}"
