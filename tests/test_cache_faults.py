@@ -4,8 +4,10 @@ naming the file and the fix."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 from conftest import ROOTS, run_jupyter_book
@@ -92,3 +94,82 @@ def test_chapters_check_rebuilds_it_too(cached_book, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "could not be read (database disk image is malformed)" in out.replace("\n", " ")
     assert "executed 1 chapter(s), 0 from the cache" in out
+
+
+def _records(cache) -> dict[str, int]:
+    from jupyter_cache import get_cache
+
+    return {Path(r.uri).stem: r.pk for r in get_cache(str(cache)).list_cache_records()}
+
+
+@pytest.fixture
+def disk_fills_up(monkeypatch):
+    """The disk fills up while jupyter-cache writes its ``count``-th notebook: half of the file
+    is written, then ENOSPC, as a full disk does."""
+    calls = {"count": 0, "at": 2}
+    write_text = Path.write_text
+
+    def filling(self, data, *args, **kwargs):
+        if self.name == "base.ipynb" and "executed" in self.parts:  # jupyter-cache's layout
+            calls["count"] += 1
+            if calls["count"] == calls["at"]:
+                write_text(self, data[: len(data) // 2], *args, **kwargs)
+                raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_text(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", filling)
+    return calls
+
+
+def test_a_full_disk_while_caching_stops_the_run_and_keeps_the_rest(
+    book_copy, tmp_path, capsys, monkeypatch, disk_fills_up
+):
+    """Issue 12: the run stops with one clear message naming the chapter, the cache and the
+    fix; what was cached before stays readable, the half-written record is gone, and the
+    next run executes only the chapters that are missing."""
+    monkeypatch.setenv("CHAPTERS_TEST_SLEEP", "0")
+    root = book_copy("test-interrupt")
+    cache = tmp_path / "cache"
+    argv = ["execute", "--book", str(root), "--cache", str(cache), "-j", "1"]
+    assert main(argv) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"b-slow.md executed but could not be written into the cache {cache}: no space left on "
+        "the device ([Errno 28] No space left on device:" in err
+    )
+    assert (
+        "1 chapter(s) cached are kept, 3 are not cached; free some space, then build again: "
+        "only those execute." in err
+    )
+    assert "Traceback" not in err
+    assert sorted(_records(cache)) == ["a-quick"]
+    with sqlite3.connect(cache / "global.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert len(list((cache / "executed").iterdir())) == 1  # b's half-written folder is gone
+
+    disk_fills_up["at"] = 0  # space again
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "executed 3 chapter(s)" in out and "1 already cached" in out
+    assert sorted(_records(cache)) == ["a-quick", "b-slow", "c-slow", "d-quick"]
+
+
+def test_a_half_written_cached_notebook_runs_again(book_copy, tmp_path, capsys, monkeypatch):
+    """A record whose notebook file was cut short (a process killed in the middle of the
+    write, before this project's cleanup could run): that chapter executes again, said why."""
+    monkeypatch.setenv("CHAPTERS_TEST_SLEEP", "0")
+    root = book_copy("test-interrupt")
+    cache = tmp_path / "cache"
+    argv = ["execute", "--book", str(root), "--cache", str(cache), "-j", "2"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    from jupyter_cache import get_cache
+
+    bundle_path = get_cache(str(cache))._get_notebook_path_cache(
+        get_cache(str(cache)).get_cache_record(_records(cache)["c-slow"]).hashkey
+    )
+    bundle_path.write_bytes(bundle_path.read_bytes()[:200])
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "executing c-slow (its cached copy was unreadable" in out
+    assert "executed 1 chapter(s)" in out and "3 already cached" in out

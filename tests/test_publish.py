@@ -29,7 +29,12 @@ from chapters_support.publish import site as site_module
 from chapters_support.publish.build import Built
 from chapters_support.publish.scan import Scanner, scan_tree
 from chapters_support.publish.site import redirect_page, write_alias
-from chapters_support.publish.versions import VersionError, check_version, updated_versions
+from chapters_support.publish.versions import (
+    ALIAS,
+    VersionError,
+    check_version,
+    updated_versions,
+)
 
 ARTIFACTS = REPO / "test-artifacts"
 COLAB = "https://colab.research.google.com/github/derive-and-verify/derive-and-verify/blob/gh-pages"
@@ -516,3 +521,71 @@ def test_require_cache_publishes_nothing_it_would_have_to_execute(tmp_path):
     assert code == 1
     assert "the html build failed" in output and "require-cache mode" in output
     assert not (tmp_path / "site" / "v1").exists()
+
+
+def _clean_build(book, work, version, *, cache, sde):
+    """A built version without a real build: two pages and a PDF."""
+    html = work / "html"
+    (html / "sub").mkdir(parents=True)
+    for page in ("index.html", "intro.html", "sub/deep.html"):
+        (html / page).write_text(f"<p>{version} {page}</p>", encoding="utf-8")
+    pdf = work / "book.pdf"
+    pdf.write_bytes(b"%PDF-1.5\n")
+    tex = work / "book.tex"
+    tex.write_text("\\textbf{ok}\n", encoding="utf-8")
+    return Built(html=html, pdf=pdf, tex=tex, seconds_html=0.0, seconds_pdf=0.0)
+
+
+@pytest.mark.parametrize("where", ["the version's folder", "latest/", "versions.json"])
+def test_a_full_disk_while_publishing_leaves_the_site_as_it_was(tmp_path, monkeypatch, where):
+    """Issue 12: ENOSPC at any write of a publish: one clear error, and every byte of the site
+    (the published version, versions.json, latest/, index.html) as it was, no staging left."""
+    import errno
+
+    book = tmp_path / "book"
+    shutil.copytree(ROOTS / "test-site", book)
+    site = tmp_path / "site"
+    monkeypatch.setattr(site_module, "build_version", _clean_build)
+    code, output = publish("--book", book, "--version", "v1", "--site", site, "--latest")
+    assert code == 0, output
+    before = tree_digest(site)
+
+    def is_the_place(path: Path) -> bool:
+        relative = path.relative_to(site).as_posix()
+        return {
+            "the version's folder": relative.startswith(".v2.staging/"),
+            "latest/": relative.startswith(f".{ALIAS}.staging/"),
+            "versions.json": relative == ".versions.json.staging",
+        }[where]
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    write_text, copyfile = Path.write_text, shutil.copyfile
+
+    def write_text_or_fail(self, *args, **kwargs):
+        if self.is_relative_to(site) and is_the_place(self):
+            full(self)
+        return write_text(self, *args, **kwargs)
+
+    def copyfile_or_fail(src, dst, *args, **kwargs):
+        if Path(dst).is_relative_to(site) and is_the_place(Path(dst)):
+            full(dst)
+        return copyfile(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text_or_fail)
+    monkeypatch.setattr(shutil, "copyfile", copyfile_or_fail)
+    monkeypatch.setattr(shutil, "copy2", copyfile_or_fail)
+    code, output = publish("--book", book, "--version", "v2", "--site", site, "--latest")
+    assert code == 1
+    message = " ".join(output.split())
+    assert f"no space left on the device while writing version v2 into {site}" in message
+    assert (
+        "nothing was published: every published version, versions.json, latest/ and "
+        "index.html are as they were; free some space and publish again" in message
+    )
+    assert "Traceback" not in output
+    assert tree_digest(site) == before
+    assert sorted(p.name for p in site.iterdir()) == sorted(
+        [".nojekyll", "index.html", "latest", "v1", "versions.json"]
+    )

@@ -228,3 +228,37 @@ def test_the_pdf_says_where_a_result_was_verified(book, tmp_path, this_build):
     assert tex.count("verified on torch 2.8.0+cu128, CUDA") == 2  # the badge, the status table
     assert "verified on torch " + torch.__version__ not in tex
 
+
+def test_a_full_disk_while_writing_the_site_is_one_clear_error(book, tmp_path, monkeypatch):
+    """Issue 12: ENOSPC from Sphinx's HTML writer ends the build with our message (where, and
+    that the cache is safe), not Sphinx's traceback of an OSError."""
+    import errno
+
+    from sphinx.builders.html import StandaloneHTMLBuilder
+
+    from chapters_support.sphinx_ext.execute import ChaptersBuildError
+
+    handle_page = StandaloneHTMLBuilder.handle_page
+
+    def full(self, pagename, *args, **kwargs):
+        if pagename == "chapter-3":
+            raise OSError(errno.ENOSPC, "No space left on device", f"{self.outdir}/chapter-3.html")
+        return handle_page(self, pagename, *args, **kwargs)
+
+    monkeypatch.setattr(StandaloneHTMLBuilder, "handle_page", full)
+    # sphinx-build's way (jupyter-book's CLI gets the same words and exit status 1)
+    monkeypatch.delitem(__import__("sys").modules, "jupyter_book.cli.main", raising=False)
+    app = SphinxTestApp(
+        "html", srcdir=book, builddir=tmp_path / "out", status=io.StringIO(), warning=io.StringIO()
+    )
+    try:
+        with pytest.raises(ChaptersBuildError) as stopped:
+            app.build()
+    finally:
+        app.cleanup()
+    message = " ".join(str(stopped.value).split())
+    assert message.startswith(
+        f"no space left on the device while writing the book into {app.outdir} "
+        f"({app.outdir}/chapter-3.html)."
+    )
+    assert "writing does not touch the cache" in message

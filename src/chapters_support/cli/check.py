@@ -106,7 +106,7 @@ def _run_chapters(
     console: Console,
     kernels_per_gpu: int,
 ) -> Any:
-    from chapters_support.execution import execute, plan
+    from chapters_support.execution import CacheWriteError, execute, plan
     from chapters_support.execution.health import UnreadableCache, ensure_readable
     from chapters_support.execution.interrupt import Interrupted
     from chapters_support.execution.shards import load_durations
@@ -154,6 +154,9 @@ def _run_chapters(
             progress.stop()
             console.print(f"[bold red]{stopped}[/]")
             raise click.exceptions.Exit(stopped.exit_code) from None
+        except CacheWriteError as error:
+            progress.stop()
+            raise click.ClickException(str(error)) from None
     if report.kernels:
         console.print(report.kernels)
     if report.devices:

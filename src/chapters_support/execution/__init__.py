@@ -15,6 +15,7 @@ _WHERE = {
     "Chapter": "notebooks",
     "read_chapter": "notebooks",
     "REQUIRE_CACHE_ENV": "runner",
+    "CacheWriteError": "runner",
     "ExecutionReport": "runner",
     "Failure": "runner",
     "Outcome": "runner",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
+import errno
 import functools
 import multiprocessing
 import os
@@ -46,6 +47,59 @@ class RequireCacheError(RuntimeError):
             f"{len(missing)} chapter(s) are not in the cache and would execute: {names}"
         )
         self.missing = [c.docname for c, _ in missing]
+
+
+class CacheWriteError(RuntimeError):
+    """A chapter that executed could not be written into the cache (a full disk, most often).
+
+    The run stops: nothing after it could be cached either. What was cached before stays, the
+    half-written record is removed, and the next build executes only what is missing."""
+
+    def __init__(self, chapter: Chapter, cache_path: str | Path, error: BaseException) -> None:
+        self.chapter = chapter
+        self.cache_path = Path(cache_path)
+        self.error = error
+        self.cached = 0
+        self.not_cached = 0
+
+    def __str__(self) -> str:
+        full = (isinstance(self.error, OSError) and self.error.errno == errno.ENOSPC) or (
+            "disk is full" in str(self.error) or "No space left" in str(self.error)
+        )
+        what = "no space left on the device" if full else f"{type(self.error).__name__}"
+        return (
+            f"{self.chapter.path.name} executed but could not be written into the cache "
+            f"{self.cache_path}: {what} ({_first_line(self.error)}). {self.cached} chapter(s) "
+            f"cached are kept, {self.not_cached} are not cached; "
+            + ("free some space, then " if full else "")
+            + "build again: only those execute."
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _cache_errors() -> tuple[type[BaseException], ...]:
+    """What a failed write into jupyter-cache raises: the notebook's file, or SQLite (through
+    SQLAlchemy) for its record."""
+    import sqlite3
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (OSError, sqlite3.Error, SQLAlchemyError)
+
+
+def _drop_record(cache: Any, notebook: Any) -> None:
+    """Remove the record of ``notebook``, whose file may be missing or half-written
+    (jupyter-cache writes the record first, then the file, with no rollback)."""
+    from jupyter_cache.cache.db import NbCacheRecord
+
+    with contextlib.suppress(Exception):
+        _, hashkey = cache.create_hashed_notebook(notebook)
+        record = NbCacheRecord.record_from_hashkey(hashkey, cache.db)
+        cache.remove_cache(record.pk)
 
 
 def require_cache_from_env() -> bool:
@@ -118,7 +172,11 @@ def miss_reason(cache: Any, chapter: Chapter) -> str | None:
     except KeyError:
         record = None
     if record is not None:
-        return stale_maths(cache, record, chapter)
+        try:
+            return stale_maths(cache, record, chapter)
+        except (OSError, ValueError) as error:  # nbformat's NotJSONError is a ValueError
+            _drop_record(cache, chapter.notebook)
+            return f"its cached copy was unreadable ({_first_line(error)}), so it runs again"
     earlier = [r for r in cache.list_cache_records() if r.uri == str(chapter.path)]
     if earlier:
         return "code changed since the cached run"
@@ -486,7 +544,13 @@ def execute(
             done, pending = cf.wait(pending, timeout=0.1, return_when=cf.FIRST_COMPLETED)
             for future in done:
                 chapter, reason = futures[future]
-                outcome = _collect(cache, chapter, reason, future)
+                try:
+                    outcome = _collect(cache, chapter, reason, future, cache_path)
+                except CacheWriteError as error:
+                    pool.stop()
+                    error.cached = len(hits) + sum(o.succeeded for o in report.executed)
+                    error.not_cached = len(todo) - sum(o.succeeded for o in report.executed)
+                    raise
                 report.executed.append(outcome)
                 if on_done is not None:
                     on_done(outcome)
@@ -496,7 +560,7 @@ def execute(
                 chapter, reason = futures[future]
                 with contextlib.suppress(Exception):
                     if future.result()["failure"] is None:
-                        report.executed.append(_collect(cache, chapter, reason, future))
+                        report.executed.append(_collect(cache, chapter, reason, future, cache_path))
             pool.stop()
             succeeded = [o for o in report.executed if o.succeeded]
             raise Interrupted(
@@ -510,7 +574,9 @@ def execute(
     return report
 
 
-def _collect(cache: Any, chapter: Chapter, reason: str, future: cf.Future) -> Outcome:
+def _collect(
+    cache: Any, chapter: Chapter, reason: str, future: cf.Future, cache_path: str | Path
+) -> Outcome:
     from jupyter_cache.base import CacheBundleIn
 
     try:
@@ -533,13 +599,17 @@ def _collect(cache: Any, chapter: Chapter, reason: str, future: cf.Future) -> Ou
         failure = Failure(**raw["failure"])
         failure.line = chapter.line_of_cell(failure.cell_index)
         return Outcome(chapter, reason, raw["seconds"], notebook=merged, failure=failure, **timing)
-    cache.cache_notebook_bundle(
-        CacheBundleIn(
-            merged, str(chapter.path), data={"execution_seconds": raw["seconds"], **timing}
-        ),
-        check_validity=False,
-        overwrite=True,
-    )
+    try:
+        cache.cache_notebook_bundle(
+            CacheBundleIn(
+                merged, str(chapter.path), data={"execution_seconds": raw["seconds"], **timing}
+            ),
+            check_validity=False,
+            overwrite=True,
+        )
+    except _cache_errors() as error:
+        _drop_record(cache, merged)
+        raise CacheWriteError(chapter, cache_path, error) from error
     return Outcome(chapter, reason, raw["seconds"], notebook=merged, **timing)
 
 

@@ -12,14 +12,17 @@
 Publishing a version writes its own folder and the shared files above, never another
 version's folder; it refuses to replace a published version without ``force``. A version is
 assembled in a staging folder beside the others, scanned for leaks, and only then renamed
-into place, so a failed publish leaves the site as it was.
+into place, and so are the shared files (versions.json, latest/, index.html): a failed
+publish, a full disk included, leaves the site as it was.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import html
 import json
+import os
 import posixpath
 import shutil
 import tempfile
@@ -32,6 +35,7 @@ from chapters_support.publish.build import BuildError, build_version, source_dat
 from chapters_support.publish.scan import Leak, scan_tree
 from chapters_support.publish.versions import (
     ALIAS,
+    VERSIONS_JSON,
     check_version,
     preferred_version,
     read_versions,
@@ -121,14 +125,17 @@ def _pages(folder: Path) -> list[str]:
     ]
 
 
-def write_alias(site: Path, version: str | None) -> None:
-    """``latest/``: for every page of the preferred version, a page redirecting to it."""
-    alias = site / ALIAS
+def write_alias(
+    site: Path, version: str | None, *, pages_of: Path | None = None, into: Path | None = None
+) -> None:
+    """``latest/`` (or ``into``): for every page of the preferred version (found in
+    ``pages_of``, by default its folder in ``site``), a page redirecting to it."""
+    alias = into or site / ALIAS
     if alias.exists():
         shutil.rmtree(alias)
     if version is None:
         return
-    source = site / version
+    source = pages_of or site / version
     for relative in _pages(source):
         depth = relative.count("/")
         url = posixpath.join(*([".."] * (depth + 1)), version, relative)
@@ -137,12 +144,33 @@ def write_alias(site: Path, version: str | None) -> None:
         out.write_text(redirect_page(url), encoding="utf-8")
 
 
-def write_root(site: Path, entries: list[dict]) -> None:
+def root_page(entries: list[dict]) -> str:
+    """``index.html``: a redirect to ``latest/``, or to the newest version."""
     preferred = preferred_version(entries)
-    target = f"{ALIAS}/" if preferred else f"{entries[0]['version']}/"
-    (site / "index.html").write_text(redirect_page(target), encoding="utf-8")
-    # GitHub Pages runs Jekyll otherwise, which drops _static/, _sources/ and _images/
-    (site / ".nojekyll").write_text("", encoding="utf-8")
+    return redirect_page(f"{ALIAS}/" if preferred else f"{entries[0]['version']}/")
+
+
+def _no_space_message(error: OSError, site: Path, version: str) -> str:
+    full, where, why = error.errno == errno.ENOSPC, error.filename, error.strerror
+    if isinstance(error, shutil.Error) and error.args and error.args[0]:
+        # copytree goes on after a failed file and raises the (src, dst, why) list at the end
+        _, where, why = error.args[0][0]
+        full = f"[Errno {errno.ENOSPC}]" in str(why)
+    what = "no space left on the device" if full else f"{type(error).__name__}: {why}"
+    return (
+        f"{what} while writing version {version} into {site} ({where or error}); "
+        "nothing was published: every published version, versions.json, latest/ and "
+        "index.html are as they were" + ("; free some space and publish again" if full else "")
+    )
+
+
+def _replace_all(moves: list[tuple[Path, Path]]) -> None:
+    """Put each staged file or folder in place: renames only, which need no space."""
+    for staged, final in moves:
+        if staged.is_dir():
+            install(staged, final)
+        else:
+            os.replace(staged, final)
 
 
 def publish(
@@ -181,15 +209,47 @@ def publish(
             leaks = scan_tree(staging, extra=[built.tex], allow=allow)
             if leaks:
                 raise LeakError(leaks)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise PublishError(_no_space_message(error, site, version)) from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    install(staging, target)
+    # everything that changes is written beside the site first; only renames follow, so a
+    # full disk (or any failed write) leaves the site exactly as it was
     entries = updated_versions(entries, version, latest=latest, base_url=base_url)
-    write_versions(site, entries)
     preferred = preferred_version(entries)
-    write_alias(site, preferred)
-    write_root(site, entries)
+    alias = site / f".{ALIAS}.staging"
+    staged = {
+        "versions": site / f".{VERSIONS_JSON}.staging",
+        "index": site / ".index.html.staging",
+        "nojekyll": site / ".nojekyll.staging",
+    }
+    try:
+        write_alias(site, preferred, pages_of=staging if preferred == version else None, into=alias)
+        write_versions(site, entries, into=staged["versions"])
+        staged["index"].write_text(root_page(entries), encoding="utf-8")
+        # GitHub Pages runs Jekyll otherwise, which drops _static/, _sources/ and _images/
+        staged["nojekyll"].write_text("", encoding="utf-8")
+    except OSError as error:
+        for path in (staging, alias, *staged.values()):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise PublishError(_no_space_message(error, site, version)) from None
+    moves = [
+        (staging, target),
+        (staged["versions"], site / VERSIONS_JSON),
+        (staged["index"], site / "index.html"),
+        (staged["nojekyll"], site / ".nojekyll"),
+    ]
+    if preferred is not None:
+        moves.append((alias, site / ALIAS))
+    else:
+        shutil.rmtree(site / ALIAS, ignore_errors=True)
+        shutil.rmtree(alias, ignore_errors=True)
+    _replace_all(moves)
     pages = len(_pages(target))
     log(
         f"published {version}: {pages} pages and {built.pdf.name} in {target}"

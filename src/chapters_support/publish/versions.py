@@ -87,7 +87,8 @@ def updated_versions(
     return out
 
 
-def write_versions(site: Path, entries: list[dict[str, Any]]) -> Path:
-    path = site / VERSIONS_JSON
+def write_versions(site: Path, entries: list[dict[str, Any]], into: Path | None = None) -> Path:
+    """``versions.json`` (or ``into``, to be renamed into place)."""
+    path = into or site / VERSIONS_JSON
     path.write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
     return path

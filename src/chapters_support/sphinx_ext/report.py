@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sphinx.application import Sphinx
 from sphinx.util import logging
@@ -93,8 +94,30 @@ def report_data(app: Sphinx) -> dict[str, Any]:
     }
 
 
+def _no_space(exception: BaseException | None) -> OSError | None:
+    """The ENOSPC behind ``exception`` (Sphinx wraps some errors in its own), if any."""
+    seen = 0
+    while exception is not None and seen < 10:
+        if isinstance(exception, OSError) and exception.errno == errno.ENOSPC:
+            return exception
+        exception = exception.__cause__ or exception.__context__
+        seen += 1
+    return None
+
+
 def finish(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None:
+        full = _no_space(exception)
+        if full is not None:
+            cache = Path(cast(Any, app.env).mystnb_config.execution_cache_path)
+            fail(
+                ChaptersBuildError(
+                    f"no space left on the device while writing the book into {app.outdir} "
+                    f"({full.filename or full}). The executed chapters were cached in {cache} "
+                    "before writing began, and writing does not touch the cache: free some "
+                    "space and build again, and nothing cached executes again."
+                )
+            )
         return
     cfg = config.get(app)
     if app.builder.format == "html":
