@@ -205,3 +205,84 @@ def test_a_worker_still_ignores_ctrl_c_after_nbclient_ran_a_chapter():
         handlers = pool.executor.submit(run_then_report_signals, payload).result()
     ignored = str(signal.SIG_IGN)
     assert handlers == {"SIGINT": ignored, "SIGTERM": ignored}
+
+
+def test_ctrl_c_stops_chapters_mutate_at_once(book_copy):
+    """``chapters mutate`` runs its mutants in the same kernels as a build: Ctrl-C stops them
+    all at once, with the shell's status and one line, records nothing and leaves no kernel."""
+    root = book_copy("test-mutate")
+    layer = root / "layer.md"
+    text = layer.read_text(encoding="utf-8")
+    first_cell_end = text.index("```\n", text.index("```{code-cell}")) + len("```\n")
+    slow = (
+        "\n```{code-cell} ipython3\nimport os\nimport time\n\n"
+        'time.sleep(float(os.environ.get("CHAPTERS_TEST_SLEEP", "0")))\n```\n'
+    )
+    layer.write_text(text[:first_cell_end] + slow + text[first_cell_end:], encoding="utf-8")
+    proc = start(
+        [require_tool("chapters"), "mutate", "--book", str(root), "-j", "2", "--record"], root
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: len(processes_of(root, proc.pid)) >= 2, 120, "two mutant kernels")
+        time.sleep(1.0)
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+        stopped = time.monotonic() - sent
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+    output = " ".join("".join(lines).split())
+    assert proc.returncode == 130, output[-3000:]
+    assert stopped < 15, f"took {stopped:.1f} s to stop"
+    assert re.search(
+        r"interrupted by SIGINT: 0 of \d+ runs finished; no score was recorded", output
+    ), output[-3000:]
+    assert "Traceback" not in output
+    assert processes_of(root, proc.pid) == []
+    assert not (root / "_mutation.json").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_sphinx_writes_is_one_line_and_the_shells_status(book_copy, signum):
+    """After execution: jupyter-book would exit 1 with a box around a KeyboardInterrupt; the
+    build stops with the shell's status and one line, and the cache is untouched."""
+    root = book_copy("test-interrupt")
+    built = run_jupyter_book(root, env={"CHAPTERS_TEST_SLEEP": "0"})
+    assert built.returncode == 0, built.output[-3000:]
+    proc = subprocess.Popen(
+        [require_tool("jupyter-book"), "build", "--all", str(root)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "CHAPTERS_TEST_WRITE_SLEEP": "30"},
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("writing output" in line for line in lines), 120, "writing")
+        time.sleep(1.0)
+        os.killpg(proc.pid, signum)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+    output = "".join(lines)
+    assert proc.returncode == 128 + signum, output[-3000:]
+    name = signal.Signals(signum).name
+    assert output.count(f"chapters: interrupted by {name} while Sphinx read and wrote") == 1
+    assert "Traceback" not in output and "non-zero exit code" not in output, output[-3000:]
+    assert "executing" not in output  # every chapter came from the cache
+    assert cached_chapters(root) == 4

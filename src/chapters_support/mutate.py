@@ -651,6 +651,7 @@ def execute_runs(
 ) -> str:
     """Execute every run in its own kernel, ``jobs`` at a time, longest first; returns which
     kernels ran them (``WarmKernels.describe``)."""
+    from chapters_support.execution.interrupt import Interrupted, stop_signals
     from chapters_support.execution.runner import kernel_pool
 
     if not runs:
@@ -660,28 +661,46 @@ def execute_runs(
     )
     workers = max(1, min(jobs, len(order)))
     notebooks = {id(run): _notebook_for(run.chapter, run.mutant, run.last_cell) for run in order}
-    with kernel_pool(
-        workers,
-        [run.chapter.notebook for run in order],
-        kernel_name=order[0].chapter.kernel_name,
-        warm=warm,
-        preload=preload,
-    ) as pool:
+    with (
+        stop_signals() as received,
+        kernel_pool(
+            workers,
+            [run.chapter.notebook for run in order],
+            kernel_name=order[0].chapter.kernel_name,
+            warm=warm,
+            preload=preload,
+        ) as pool,
+    ):
         futures = {}
         for run in order:
             futures[pool.submit(run.chapter, notebooks.pop(id(run)))] = run
-        for future in cf.as_completed(futures):
-            run = futures[future]
-            try:
-                raw = future.result()
-            except Exception as error:  # the worker died
-                run.failure = {"kind": "error", "message": f"{type(error).__name__}: {error}"}
-            else:
-                run.notebook = nbformat.reads(raw["notebook"], as_version=4)
-                run.failure = raw["failure"]
-                run.seconds = raw["seconds"]
-            if on_done is not None:
-                on_done(run)
+        pending, finished = set(futures), 0
+        # Ctrl-C or SIGTERM: every kernel is stopped at once, as in a build (execution/)
+        while pending and not received:
+            done, pending = cf.wait(pending, timeout=0.1, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                run = futures[future]
+                try:
+                    raw = future.result()
+                except Exception as error:  # the worker died
+                    run.failure = {"kind": "error", "message": f"{type(error).__name__}: {error}"}
+                else:
+                    run.notebook = nbformat.reads(raw["notebook"], as_version=4)
+                    run.failure = raw["failure"]
+                    run.seconds = raw["seconds"]
+                finished += 1
+                if on_done is not None:
+                    on_done(run)
+        if received:
+            pool.stop()
+            raise Interrupted(
+                received[0],
+                cached=0,
+                not_run=len(order) - finished,
+                failed=[],
+                line=f"{finished} of {len(order)} runs finished; no score was recorded "
+                "(run it again to measure)",
+            )
         return str(pool.warm.describe())
 
 

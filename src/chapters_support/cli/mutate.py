@@ -73,6 +73,7 @@ def command(
     """
     from chapters_support import mutate
     from chapters_support.cli.check import load_chapters, progress_bar
+    from chapters_support.execution.interrupt import Interrupted
     from chapters_support.execution.runner import default_jobs
     from chapters_support.execution.shards import load_durations
     from chapters_support.execution.warm import from_config
@@ -112,6 +113,10 @@ def command(
             )
         except mutate.MutateError as error:
             raise click.ClickException(str(error)) from None
+        except Interrupted as stopped:
+            progress.stop()
+            console.print(f"[bold red]{stopped}[/]")
+            raise click.exceptions.Exit(stopped.exit_code) from None
     _print(console, scores, notes)
     total = mutate.summary(scores)
     if json_path is not None:

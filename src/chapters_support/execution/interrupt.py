@@ -25,16 +25,26 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Interrupted(Exception):
     """The run was stopped by a signal; ``exit_code`` is the shell's 128 + signal number."""
 
-    def __init__(self, signum: int, cached: int, not_run: int, failed: list[str]) -> None:
+    def __init__(
+        self,
+        signum: int,
+        cached: int,
+        not_run: int,
+        failed: list[str],
+        line: str | None = None,
+    ) -> None:
         self.signum = signum
         self.cached = cached
         self.not_run = not_run
         self.failed = failed
         name = signal.Signals(signum).name
-        line = (
-            f"interrupted by {name}: {cached} chapter(s) cached, {not_run} not run "
-            "(the next build executes only those)"
-        )
+        if line is not None:  # a run that caches nothing says what it lost in its own words
+            line = f"interrupted by {name}: {line}"
+        else:
+            line = (
+                f"interrupted by {name}: {cached} chapter(s) cached, {not_run} not run "
+                "(the next build executes only those)"
+            )
         if failed:
             line += f"; failed before the interrupt: {', '.join(failed)}"
         super().__init__(line)

@@ -32,7 +32,11 @@ def setup(app: Sphinx) -> dict[str, Any]:
         DerivationDirective,
         DerivationStatusDirective,
     )
-    from chapters_support.sphinx_ext.execute import execute_before_read, prepare_doctree
+    from chapters_support.sphinx_ext.execute import (
+        execute_before_read,
+        prepare_doctree,
+        restore_signals,
+    )
     from chapters_support.sphinx_ext.report import finish, status_docs_to_rewrite
     from chapters_support.sphinx_ext.transforms import (
         CheckBadgePostTransform,
@@ -57,6 +61,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-updated", status_docs_to_rewrite)
     app.connect("env-check-consistency", reset_assessment)
     app.connect("build-finished", finish)
+    app.connect("build-finished", restore_signals, priority=100)  # before finish may exit
     offline.register(app)
     pages.register(app)
     return {

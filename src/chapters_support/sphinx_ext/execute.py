@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn, Protocol, cast
 
@@ -80,7 +83,43 @@ def _stable(value: Any) -> Any:
     return repr(value)
 
 
+def stop_on_signals(app: Sphinx) -> None:
+    """Ctrl-C or SIGTERM while Sphinx reads and writes (execution has its own handling, in
+    ``execution/interrupt.py``): one line and the shell's exit status, 130 or 143.
+
+    jupyter-book's CLI passes a KeyboardInterrupt to ``sys.exit`` (status 1, and a message
+    box saying the build "returns a non-zero exit code (...)"); SystemExit passes Sphinx's and
+    jupyter-book's handlers untouched. Restored by :func:`restore_signals` at build-finished.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    owner = os.getpid()
+
+    def stop(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:  # a worker of Sphinx's parallel read: its parent says it
+            os._exit(128 + signum)
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"\nchapters: interrupted by {signal.Signals(signum).name} while Sphinx read and "
+            "wrote the pages; the jupyter-cache is intact, and the next build executes no "
+            "chapter that is cached\n"
+        )
+        sys.stderr.flush()
+        raise SystemExit(128 + signum)
+
+    cast(Any, app).chapters_signal_handlers = {
+        signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+
+
+def restore_signals(app: Sphinx, exception: Exception | None) -> None:
+    for signum, handler in (getattr(app, "chapters_signal_handlers", None) or {}).items():
+        signal.signal(signum, handler)
+    cast(Any, app).chapters_signal_handlers = None
+
+
 def execute_before_read(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
+    stop_on_signals(app)
     data = cast(AppData, app)
     data.chapters_failures = {}
     data.chapters_code_digests = {}  # docname -> code digest, for the collector (mutation scores)
@@ -101,6 +140,7 @@ def _execute_chapters(
     app: Sphinx, env: BuildEnvironment, docnames: list[str], cfg: Any, nb_config: Any
 ) -> None:
     from chapters_support.execution import (
+        CacheWriteError,
         RequireCacheError,
         execute,
         read_chapter,
@@ -177,7 +217,7 @@ def _execute_chapters(
             preload=list(cfg.warm_preload),
             kernels_per_gpu=kernels_per_gpu,
         )
-    except RequireCacheError as error:
+    except (RequireCacheError, CacheWriteError) as error:
         fail(ChaptersBuildError(str(error)))
     except Interrupted as stopped:
         # one line and the shell's exit status (130 for Ctrl-C, 143 for SIGTERM); SystemExit
