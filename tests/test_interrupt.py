@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,40 @@ def wait_for(condition, seconds: float, what: str) -> None:
     pytest.fail(f"never saw {what} in {seconds:g} s")
 
 
+def interrupt_when(
+    proc: subprocess.Popen[str],
+    ready: Callable[[list[str]], bool],
+    what: str,
+    signum: int,
+    *,
+    whom: str = "group",
+    settle: float = 1.0,
+) -> tuple[str, float]:
+    """Once ``ready(lines so far)``, and ``settle`` seconds later, send ``signum`` to the
+    process's group (a terminal's Ctrl-C) or to the process alone; returns all its output and
+    how long it took to stop. A process still running after 30 s is killed."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: ready(lines), 120, what)
+        time.sleep(settle)
+        sent = time.monotonic()
+        if whom == "group":
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        proc.wait(timeout=30)
+        stopped = time.monotonic() - sent
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+    return "".join(lines), stopped
+
+
 @pytest.mark.parametrize(
     ("tool", "signum", "whom"),
     [
@@ -89,27 +124,15 @@ def test_a_signal_stops_the_build_and_loses_nothing(book_copy, tool, signum, who
     if tool == "chapters":
         command += ["check", "--book", str(root)]
     proc = start(command, root)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    try:
-        # a-quick is cached; b-slow and c-slow are in the middle of their 60 s cells
-        wait_for(lambda: cached_chapters(root) >= 1, 120, "a chapter cached")
-        time.sleep(2.0)
-        sent = time.monotonic()
-        if whom == "group":
-            os.killpg(proc.pid, signum)
-        else:
-            proc.send_signal(signum)
-        proc.wait(timeout=30)
-        stopped = time.monotonic() - sent
-        reader.join(timeout=10)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
-    output = "".join(lines)
+    # a-quick is cached; b-slow and c-slow are in the middle of their 60 s cells
+    output, stopped = interrupt_when(
+        proc,
+        lambda _: cached_chapters(root) >= 1,
+        "a chapter cached",
+        signum,
+        whom=whom,
+        settle=2.0,
+    )
     name = signal.Signals(signum).name
     assert proc.returncode == 128 + signum, output[-3000:]
     assert stopped < 15, f"took {stopped:.1f} s to stop"  # the slow cells sleep 60 s
@@ -222,23 +245,10 @@ def test_ctrl_c_stops_chapters_mutate_at_once(book_copy):
     proc = start(
         [require_tool("chapters"), "mutate", "--book", str(root), "-j", "2", "--record"], root
     )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    try:
-        wait_for(lambda: len(processes_of(root, proc.pid)) >= 2, 120, "two mutant kernels")
-        time.sleep(1.0)
-        sent = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=30)
-        stopped = time.monotonic() - sent
-        reader.join(timeout=10)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
-    output = " ".join("".join(lines).split())
+    output, stopped = interrupt_when(
+        proc, lambda _: len(processes_of(root, proc.pid)) >= 2, "two mutant kernels", signal.SIGINT
+    )
+    output = " ".join(output.split())
     assert proc.returncode == 130, output[-3000:]
     assert stopped < 15, f"took {stopped:.1f} s to stop"
     assert re.search(
@@ -265,21 +275,9 @@ def test_a_signal_while_sphinx_writes_is_one_line_and_the_shells_status(book_cop
         env={**os.environ, "PYTHONUNBUFFERED": "1", "CHAPTERS_TEST_WRITE_SLEEP": "30"},
         start_new_session=True,
     )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    try:
-        wait_for(lambda: any("writing output" in line for line in lines), 120, "writing")
-        time.sleep(1.0)
-        os.killpg(proc.pid, signum)
-        proc.wait(timeout=30)
-        reader.join(timeout=10)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
-    output = "".join(lines)
+    output, _ = interrupt_when(
+        proc, lambda lines: any("writing output" in line for line in lines), "writing", signum
+    )
     assert proc.returncode == 128 + signum, output[-3000:]
     name = signal.Signals(signum).name
     assert output.count(f"chapters: interrupted by {name} while Sphinx read and wrote") == 1
