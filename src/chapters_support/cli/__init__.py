@@ -18,9 +18,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chapters_support.cli import bench, cache, check, execute, mutate, new, publish
+    from chapters_support.cli import bench, cache, check, execute, i18n, mutate, new, publish
 
-    for module in (check, execute, cache, new, bench, publish, mutate):
+    for module in (check, execute, cache, new, bench, publish, mutate, i18n):
         cli.add_command(module.command)
 
 

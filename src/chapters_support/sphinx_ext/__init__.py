@@ -26,7 +26,7 @@ def _add_static(app: Sphinx, config: Any) -> None:
 
 def setup(app: Sphinx) -> dict[str, Any]:
     from chapters_support.publish import pages
-    from chapters_support.sphinx_ext import config, nodes, offline
+    from chapters_support.sphinx_ext import config, i18n, nodes, offline
     from chapters_support.sphinx_ext.collector import ChecksCollector
     from chapters_support.sphinx_ext.directives import (
         DerivationDirective,
@@ -64,6 +64,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("build-finished", restore_signals, priority=100)  # before finish may exit
     offline.register(app)
     pages.register(app)
+    i18n.register(app)
     return {
         "version": __version__,
         "env_version": 2,

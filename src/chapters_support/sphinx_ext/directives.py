@@ -10,6 +10,7 @@ from sphinx.domains.std import StandardDomain
 from sphinx.util.docutils import SphinxDirective
 
 from chapters_support.sphinx_ext.nodes import (
+    DerivationNameNode,
     DerivationNode,
     DerivationStatusNode,
     DerivationTitleNode,
@@ -51,7 +52,10 @@ class DerivationDirective(SphinxDirective):
         if title:
             caption += nodes.Text(" (")
             parsed, messages = self.state.inline_text(title, self.lineno)
-            caption.extend(parsed)
+            # its own node, so that the title (and only it) is a catalogue message
+            name = DerivationNameNode(title, "", *parsed, translatable=True)
+            self.set_source_info(name)
+            caption += name
             caption += nodes.Text(")")
             node.extend(messages)
         node += caption

@@ -25,6 +25,11 @@ class DerivationTitleNode(nodes.General, nodes.TextElement):
     """The caption line of a derivation; the badge is placed at its end."""
 
 
+class DerivationNameNode(nodes.Inline, nodes.TextElement):
+    """A derivation's title inside its caption: a catalogue message of its own (a
+    ``nodes.inline`` would be moved to the caption's end by Sphinx's RemoveTranslatableInline)."""
+
+
 class DerivationBadgeNode(nodes.General, nodes.Inline, nodes.Element):
     """PASS / FAIL / UNVERIFIED, with the numbers; attributes ``status``, ``text``, ``tooltip``,
     and ``elsewhere`` ("verified on torch 2.8.0+cu128, CUDA") when the cached result comes from
@@ -220,6 +225,7 @@ def register(app: Any) -> None:
         latex=(visit_title_latex, depart_title_latex),
         **generic,
     )
+    app.add_node(DerivationNameNode, html=(_pass, _pass), latex=(_pass, _pass), **generic)
     app.add_node(
         DerivationBadgeNode,
         html=(visit_badge_html, None),

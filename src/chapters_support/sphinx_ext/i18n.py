@@ -1,0 +1,177 @@
+"""Editions in other languages, through Sphinx's own internationalisation (gettext catalogues
+in ``book/locales/<lang>/LC_MESSAGES``), with what is verified kept single-sourced.
+
+Sphinx leaves code out of its catalogues but not maths: a display formula would be a message a
+translator could change, and the step checks read the English chapter, so a changed formula
+would show under a PASS badge. Here
+
+* display maths is marked untranslatable before Sphinx's ``Locale`` transform (priority 20), so
+  it is neither extracted nor replaced: the Chinese page shows the English chapter's formula,
+  byte for byte;
+* a translated paragraph must keep the English one's inline maths (as a multiset): else the
+  English paragraph is shown and a warning (type ``chapters``, subtype ``i18n_maths``) names
+  the place, which fails a strict build;
+* a derivation's title is a message of its own (``DerivationNameNode``), and a translated title
+  is what the status page and ``derivations.json`` of that edition show;
+* a paragraph whose English changed after its translation (``#, fuzzy`` in the catalogue,
+  which Sphinx then leaves out) is marked, and the page says once, under its title, that the
+  translation may be out of date, instead of mixing languages silently.
+
+An edition is built by the same ``jupyter-book build`` with ``CHAPTERS_LANGUAGE=<lang>`` (the
+language, its catalogues, its search language) and ``CHAPTERS_CACHE=<the English build's
+jupyter-cache>`` so that it executes nothing: ``chapters build`` sets both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.transforms import SphinxTransform
+from sphinx.util import logging
+from sphinx.util.nodes import is_translatable
+
+from chapters_support.sphinx_ext.nodes import DerivationNameNode, DerivationNode
+
+logger = logging.getLogger(__name__)
+
+LANGUAGE_ENV = "CHAPTERS_LANGUAGE"
+CACHE_ENV = "CHAPTERS_CACHE"
+LOCALE_DIR = "locales"
+# Sphinx's search languages by the edition's language
+SEARCH_LANGUAGES = {"zh_CN": "zh", "zh_TW": "zh", "zh": "zh"}
+MESSAGES = "chapters"  # the extension's own message catalogue (sphinx_ext/locale)
+STALE_CLASS = "chapters-i18n-stale"
+
+
+def translated(app_or_config: Any) -> bool:
+    config = getattr(app_or_config, "config", app_or_config)
+    return bool(config.language) and not str(config.language).startswith("en")
+
+
+def configure_edition(app: Sphinx, config: Any) -> None:
+    """``config-inited``: the edition named by CHAPTERS_LANGUAGE, and the shared cache."""
+    language = os.environ.get(LANGUAGE_ENV, "").strip()
+    if language:
+        config.language = language
+        if LOCALE_DIR not in config.locale_dirs:
+            config.locale_dirs = [*config.locale_dirs, LOCALE_DIR]
+        if language in SEARCH_LANGUAGES:
+            config.html_search_language = SEARCH_LANGUAGES[language]
+    cache = os.environ.get(CACHE_ENV, "").strip()
+    if cache:
+        config.nb_execution_cache_path = str(Path(cache).resolve())
+
+
+def _maths(node: nodes.Element) -> Counter[str]:
+    return Counter(" ".join(m.astext().split()) for m in node.findall(nodes.math))
+
+
+class KeepMathsUntranslated(SphinxTransform):
+    """Display maths is never a message; a translatable node keeps its English children."""
+
+    default_priority = 15  # after ExtraTranslatableNodes (10), before Locale (20)
+
+    def apply(self, **kwargs: Any) -> None:
+        for block in self.document.findall(nodes.math_block):
+            block["translatable"] = False
+        if not translated(self.config):
+            return
+        for node in self.document.findall(is_translatable):
+            if isinstance(node, nodes.Element) and any(True for _ in node.findall(nodes.math)):
+                node["chapters_english"] = [child.deepcopy() for child in node.children]
+
+
+class RejectChangedMaths(SphinxTransform):
+    """A translation that changes a paragraph's inline maths is not shown."""
+
+    default_priority = 21  # right after Locale (20)
+
+    def apply(self, **kwargs: Any) -> None:
+        for node in list(self.document.findall(nodes.Element)):
+            english = node.attributes.pop("chapters_english", None)
+            if english is None or not node.get("translated"):
+                continue
+            original = nodes.Element("", *english)
+            before, after = _maths(original), _maths(node)
+            if before != after:
+                logger.warning(
+                    "the translation changes the inline maths, so the English text is shown: "
+                    f"English has {sorted((before - after).elements())}, the translation "
+                    f"{sorted((after - before).elements())}",
+                    location=node,
+                    type="chapters",
+                    subtype="i18n_maths",
+                )
+                node.children = []
+                node.extend(english)
+                node["translated"] = False
+        for derivation in self.document.findall(DerivationNode):
+            name = next(iter(derivation.findall(DerivationNameNode)), None)
+            if name is not None and name.get("translated"):
+                derivation["title"] = name.astext()
+
+
+def fuzzy_messages(app_or_env: Any, docname: str) -> set[str]:
+    """The messages of ``docname``'s catalogue whose English changed since they were
+    translated (``#, fuzzy``), in every locale folder of the edition's language."""
+    from babel.messages.pofile import read_po
+    from sphinx.util.i18n import docname_to_domain
+
+    env = getattr(app_or_env, "env", app_or_env)
+    config = env.config
+    domain = docname_to_domain(docname, config.gettext_compact)
+    found: set[str] = set()
+    for folder in config.locale_dirs:
+        po = Path(env.srcdir, folder, config.language, "LC_MESSAGES", f"{domain}.po")
+        if po.is_file():
+            with po.open("rb") as handle:
+                found |= {str(m.id) for m in read_po(handle) if m.fuzzy and m.id and m.string}
+    return found
+
+
+class MarkStaleTranslations(SphinxTransform):
+    """A fuzzy message is left out of the ``.mo``, so Sphinx shows its English silently; the
+    paragraph is marked and the page says so once, under its title."""
+
+    default_priority = 22
+
+    def apply(self, **kwargs: Any) -> None:
+        if not translated(self.config):
+            return
+        from sphinx.locale import get_translation
+        from sphinx.util.nodes import extract_messages
+
+        fuzzy = fuzzy_messages(self.env, self.env.docname)
+        stale = [node for node, message in extract_messages(self.document) if message in fuzzy]
+        if not stale:
+            return
+        _ = get_translation(MESSAGES)
+        for node in stale:
+            node["classes"].append(STALE_CLASS)
+        note = nodes.note(classes=["chapters-i18n-note"])
+        note += nodes.paragraph(
+            text=_(
+                "The translation of {count} paragraph(s) on this page may be out of date: "
+                "they are shown in English until it is updated."
+            ).format(count=len(stale))
+        )
+        section = next(iter(self.document.findall(nodes.section)), None)
+        if section is not None:
+            section.insert(1, note)
+        logger.info(
+            f"chapters: {self.env.docname}: {len(stale)} translation(s) out of date, "
+            "shown in English"
+        )
+
+
+def register(app: Sphinx) -> None:
+    app.connect("config-inited", configure_edition, priority=100)
+    app.add_transform(KeepMathsUntranslated)
+    app.add_transform(RejectChangedMaths)
+    app.add_transform(MarkStaleTranslations)
+    app.add_message_catalog(MESSAGES, str(Path(__file__).parent / "locale"))
