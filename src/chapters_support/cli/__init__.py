@@ -18,9 +18,19 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chapters_support.cli import bench, cache, check, execute, i18n, mutate, new, publish
+    from chapters_support.cli import (
+        bench,
+        build,
+        cache,
+        check,
+        execute,
+        i18n,
+        mutate,
+        new,
+        publish,
+    )
 
-    for module in (check, execute, cache, new, bench, publish, mutate, i18n):
+    for module in (build, check, execute, cache, new, bench, publish, mutate, i18n):
         cli.add_command(module.command)
 
 

@@ -62,9 +62,22 @@ def configure_edition(app: Sphinx, config: Any) -> None:
             config.locale_dirs = [*config.locale_dirs, LOCALE_DIR]
         if language in SEARCH_LANGUAGES:
             config.html_search_language = SEARCH_LANGUAGES[language]
+            _quiet_jieba()
     cache = os.environ.get(CACHE_ENV, "").strip()
     if cache:
         config.nb_execution_cache_path = str(Path(cache).resolve())
+
+
+def _quiet_jieba() -> None:
+    """Sphinx's Chinese search segments words with jieba, which logs its dictionary loading
+    to stderr on every build."""
+    import logging as stdlib_logging
+
+    try:
+        import jieba
+    except ImportError:  # Sphinx then indexes no Chinese words, and says so itself
+        return
+    jieba.setLogLevel(stdlib_logging.WARNING)
 
 
 def _maths(node: nodes.Element) -> Counter[str]:
@@ -99,10 +112,14 @@ class RejectChangedMaths(SphinxTransform):
             original = nodes.Element("", *english)
             before, after = _maths(original), _maths(node)
             if before != after:
+
+                def listed(maths: Counter[str]) -> str:
+                    return ", ".join(f"${m}$" for m in sorted(maths.elements())) or "nothing"
+
                 logger.warning(
                     "the translation changes the inline maths, so the English text is shown: "
-                    f"English has {sorted((before - after).elements())}, the translation "
-                    f"{sorted((after - before).elements())}",
+                    f"the English has {listed(before - after)} where the translation has "
+                    f"{listed(after - before)}",
                     location=node,
                     type="chapters",
                     subtype="i18n_maths",
