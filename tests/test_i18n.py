@@ -56,7 +56,8 @@ def shared_parts(soup: BeautifulSoup) -> dict[str, list[str]]:
         "code": [c.get_text() for c in soup.select("div.cell_input pre")],
         "outputs": [o.get_text() for o in soup.select("div.cell_output")],
         "display maths": [m.get_text() for m in soup.select("div.math")],
-        "badges": [b.get_text() for b in soup.select(".chapters-badge")],
+        # the verdicts; their words are the page's language
+        "badges": [b["class"] for b in soup.select(".chapters-badge")],
     }
 
 
@@ -110,6 +111,12 @@ def test_a_translated_edition_shares_what_is_verified(tmp_path, capsys):
     # code, outputs, display maths and badges: the English page's, byte for byte
     assert shared_parts(zh) == shared_parts(en)
     assert shared_parts(en)["display maths"] and shared_parts(en)["code"]
+    # the extension's words are Chinese: the caption, the badge, the status page
+    caption = zh.select_one(".chapters-derivation-title").get_text(" ", strip=True)
+    assert caption.startswith("推导 1 （平方范数的梯度） 通过"), caption
+    status_page = page(zh_html / "status.html")
+    summary = status_page.select_one(".chapters-status-summary").get_text(" ", strip=True)
+    assert summary == "1 章共 2 个推导： 2 个通过，0 个未通过，0 个未验证。"
     report = json.loads((zh_html / "derivations.json").read_text(encoding="utf-8"))
     assert [d["title"] for d in report["derivations"]][0] == "平方范数的梯度"
     assert report["totals"]["pass"] == 2
@@ -125,11 +132,12 @@ def test_chinese_edition_executes_nothing_and_warns_about_the_slip(tmp_path):
     assert run_jupyter_book(root).returncode == 0
     assert main(["i18n", "update", "--book", str(root), "--language", "zh_CN"]) == 0
     translate(root / "locales" / "zh_CN" / "LC_MESSAGES" / "good.po", TRANSLATIONS)
+    from chapters_support.book import Book
+    from chapters_support.cli.build import edition_config
+
+    config = edition_config(Book.load(root), "zh_CN")
     built = run_jupyter_book(
-        root,
-        "--path-output",
-        str(root / "_build" / "zh_CN"),
-        env={"CHAPTERS_LANGUAGE": "zh_CN", "CHAPTERS_CACHE": str(root / "_build/.jupyter_cache")},
+        root, "--config", str(config), "--path-output", str(root / "_build" / "zh_CN")
     )
     assert built.returncode == 0, built.output[-3000:]
     assert "nothing executed" in built.output and "executing" not in built.output
@@ -152,3 +160,17 @@ def test_the_books_catalogues_keep_maths_code_links_and_the_glossary():
     assert {p.stem for p in found} == chapters
     problems = [str(p) for path in found for p in read(path, terms).problems]
     assert problems == []
+
+
+def test_the_extensions_words_are_translated_and_compiled():
+    """Every string the extension shows has a Chinese translation, none out of date, and the
+    .mo Sphinx loads is the .po compiled (python -m chapters_support.sphinx_ext.messages)."""
+    from chapters_support.sphinx_ext import messages
+
+    wanted = {m.id for m in messages.extracted() if m.id}
+    catalogue = messages.read("zh_CN")
+    translated = {m.id for m in catalogue if m.id and m.string and not m.fuzzy}
+    assert wanted - translated == set()
+    assert len(wanted) >= 35
+    mo = messages.catalogue_path("zh_CN").with_suffix(".mo")
+    assert mo.read_bytes() == messages.compiled(catalogue)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,18 +301,43 @@ def environments(chapters: Iterable[ChapterData]) -> list[dict[str, Any]]:
     return found
 
 
-def badge_text(row: Mapping[str, Any]) -> str:
+def _same(text: str) -> str:
+    return text
+
+
+# the words a page shows, through the caller's translation (the book side passes its
+# message catalogue's gettext; the CLI and derivations.json keep English)
+Words = Callable[[str], str]
+def N_(text: str) -> str:
+    """Marks a word for the message catalogue, translated where it is shown."""
+    return text
+
+
+STATUS_WORDS = {PASS: N_("PASS"), FAIL: N_("FAIL"), UNVERIFIED: N_("UNVERIFIED")}
+
+
+def status_text(status: str, _: Words = _same) -> str:
+    return str(_(STATUS_WORDS.get(status, status.upper())))
+
+
+def badge_text(row: Mapping[str, Any], _: Words = _same) -> str:
     """The words on a badge: the status, the steps that hold, and for a FAIL what failed."""
-    status = str(row["status"]).upper()
+    status = status_text(row["status"], _)
     steps = row.get("steps") or {}
     if steps.get("first_fail") is not None:
-        return f"{status} · step {steps['first_fail']} of {steps['steps']}"
+        return str(_("{status} · step {step} of {steps}")).format(
+            status=status, step=steps["first_fail"], steps=steps["steps"]
+        )
     if row["status"] == PASS and steps.get("bound"):
-        return f"{status} · steps {steps['pass']}/{steps['claims']}"
+        return str(_("{status} · steps {passed}/{claims}")).format(
+            status=status, passed=steps["pass"], claims=steps["claims"]
+        )
     if row["status"] == FAIL and row.get("ratio") is not None:
-        return f"{status} · error/tolerance {row['ratio']:.2g}"
+        return str(_("{status} · error/tolerance {ratio}")).format(
+            status=status, ratio=f"{row['ratio']:.2g}"
+        )
     if row["status"] == FAIL:
-        return f"{status} · non-finite"
+        return str(_("{status} · non-finite")).format(status=status)
     return status
 
 
@@ -348,26 +373,37 @@ def step_coverage(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def coverage_text(coverage: Mapping[str, Any]) -> str:
+def coverage_text(coverage: Mapping[str, Any], _: Words = _same) -> str:
     def pct(part: Mapping[str, Any]) -> str:
         value = part.get("coverage")
         return f"{part['pass']}/{part['claims']} ({value:.0%})" if value is not None else "0/0"
 
-    return (
-        f"steps: {pct(coverage)} of the claims PASS — display {pct(coverage['display'])}, "
-        f"inline {pct(coverage['inline'])}; {coverage['bound']} of {coverage['derivations']} "
-        f"derivations bound, the final formula of {coverage.get('final_checked', 0)} PASSes "
-        "against the check's reference"
+    return str(
+        _(
+            "steps: {all} of the claims PASS — display {display}, inline {inline}; {bound} of "
+            "{derivations} derivations bound, the final formula of {final} PASSes against the "
+            "check's reference"
+        )
+    ).format(
+        all=pct(coverage),
+        display=pct(coverage["display"]),
+        inline=pct(coverage["inline"]),
+        bound=coverage["bound"],
+        derivations=coverage["derivations"],
+        final=coverage.get("final_checked", 0),
     )
 
 
-def steps_text(row: Mapping[str, Any]) -> str:
+def steps_text(row: Mapping[str, Any], _: Words = _same) -> str:
     """The status table's steps cell: ``8/8``, ``FAIL at 3 · 5/8``, ``not bound · 12 claims``."""
     steps = row.get("steps") or {}
     if not steps.get("bound"):
         claims = int(steps.get("claims") or 0)
-        return f"not bound · {claims} claim{'' if claims == 1 else 's'}" if claims else "–"
+        if not claims:
+            return "–"
+        one, many = _("not bound · {claims} claim"), _("not bound · {claims} claims")
+        return str(one if claims == 1 else many).format(claims=claims)
     text = f"{steps['pass']}/{steps['claims']}"
     if steps.get("first_fail") is not None:
-        text = f"FAIL at step {steps['first_fail']} · {text}"
+        text = str(_("FAIL at step {step} · {text}")).format(step=steps["first_fail"], text=text)
     return text

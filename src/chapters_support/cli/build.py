@@ -1,18 +1,18 @@
 """``chapters build``: the book in English and in each language it has catalogues for.
 
 The English edition is ``jupyter-book build BOOK``, which executes what its cache lacks. Each
-other edition is the same build with ``CHAPTERS_LANGUAGE`` (its language and catalogues) and
-``CHAPTERS_CACHE`` (the English build's jupyter-cache: it executes nothing), written beside
-the English one under ``_build/<language>/``.
+other edition is the same build with a configuration that names its language, catalogues and
+search language and reads the English build's jupyter-cache (so it executes nothing), written
+beside the English one under ``_build/<language>/``.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -47,17 +47,44 @@ def _jupyter_book() -> str:
     return found
 
 
-def build_edition(book: Book, language: str, extra: list[str]) -> int:
-    from chapters_support.sphinx_ext.i18n import CACHE_ENV, LANGUAGE_ENV
+def edition_config(book: Book, language: str) -> Path:
+    """The edition's ``_config.yml``: the book's, in ``language``, reading the English build's
+    cache. Written beside the edition's output (Sphinx must know the language before any
+    extension loads its message catalogue, earlier than an extension could set it)."""
+    import yaml
 
+    from chapters_support.catalogues import LOCALES
+    from chapters_support.sphinx_ext.i18n import SEARCH_LANGUAGES
+
+    config: dict[str, Any] = dict(book.config)
+    config["execute"] = {**(config.get("execute") or {}), "cache": str(book.cache_path)}
+    sphinx = dict(config.get("sphinx") or {})
+    extra = {"language": language, "locale_dirs": [LOCALES]}
+    if language in SEARCH_LANGUAGES:
+        extra["html_search_language"] = SEARCH_LANGUAGES[language]
+    sphinx["config"] = {**(sphinx.get("config") or {}), **extra}
+    config["sphinx"] = sphinx
+    path = book.root / "_build" / language / "_config.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# written by `chapters build` from {book.root.name}/_config.yml: the {language} "
+        "edition\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+    return path
+
+
+def build_edition(book: Book, language: str, extra: list[str]) -> int:
     command = [_jupyter_book(), "build", str(book.root), *extra]
-    env = dict(os.environ)
     if language != ENGLISH:
-        command += ["--path-output", str(book.root / "_build" / language)]
-        env[LANGUAGE_ENV] = language
-        env[CACHE_ENV] = str(book.cache_path)
+        command += [
+            "--config",
+            str(edition_config(book, language)),
+            "--path-output",
+            str(book.root / "_build" / language),
+        ]
     click.echo(click.style(f"chapters build: the {language} edition", bold=True))
-    return subprocess.run(command, env=env).returncode
+    return subprocess.run(command).returncode
 
 
 @click.command("build")

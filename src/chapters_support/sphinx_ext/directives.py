@@ -7,6 +7,7 @@ from typing import cast
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.domains.std import StandardDomain
+from sphinx.locale import get_translation
 from sphinx.util.docutils import SphinxDirective
 
 from chapters_support.sphinx_ext.nodes import (
@@ -17,6 +18,9 @@ from chapters_support.sphinx_ext.nodes import (
 )
 
 _COUNTER = "chapters_derivation_count"
+
+
+_ = get_translation("chapters")
 
 
 class DerivationDirective(SphinxDirective):
@@ -48,15 +52,16 @@ class DerivationDirective(SphinxDirective):
         node["ids"].append(anchor)
         node["anchor"] = anchor
         caption = DerivationTitleNode()
-        caption += nodes.strong(text=f"Derivation {number}")
+        caption += nodes.strong(text=str(_("Derivation {number}")).format(number=number))
         if title:
-            caption += nodes.Text(" (")
+            # the title's brackets, full-width in Chinese
+            caption += nodes.Text(str(_(" (")))
             parsed, messages = self.state.inline_text(title, self.lineno)
             # its own node, so that the title (and only it) is a catalogue message
             name = DerivationNameNode(title, "", *parsed, translatable=True)
             self.set_source_info(name)
             caption += name
-            caption += nodes.Text(")")
+            caption += nodes.Text(str(_(")")))
             node.extend(messages)
         node += caption
         self.state.nested_parse(self.content, self.content_offset, node)

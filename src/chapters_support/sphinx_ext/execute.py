@@ -270,7 +270,10 @@ def prepare_doctree(app: Sphinx, doctree: nodes.document) -> None:
     if not failure:
         return
     box = ExecutionFailureNode(failure=failure)
-    box += nodes.title(text="This chapter did not execute to the end")
+    from sphinx.locale import get_translation
+
+    _ = get_translation("chapters")
+    box += nodes.title(text=str(_("This chapter did not execute to the end")))
     box += nodes.paragraph(text=describe_failure(failure))
     if failure.get("traceback"):
         box += nodes.literal_block(text=strip_ansi(failure["traceback"]))

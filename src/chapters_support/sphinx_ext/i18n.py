@@ -17,9 +17,9 @@ would show under a PASS badge. Here
   which Sphinx then leaves out) is marked, and the page says once, under its title, that the
   translation may be out of date, instead of mixing languages silently.
 
-An edition is built by the same ``jupyter-book build`` with ``CHAPTERS_LANGUAGE=<lang>`` (the
-language, its catalogues, its search language) and ``CHAPTERS_CACHE=<the English build's
-jupyter-cache>`` so that it executes nothing: ``chapters build`` sets both.
+An edition is built by the same ``jupyter-book build`` with a configuration naming its language
+(``chapters build`` writes it) and reading the English build's jupyter-cache, so it executes
+nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from chapters_support.sphinx_ext.nodes import DerivationNameNode, DerivationNode
 
 logger = logging.getLogger(__name__)
 
-LANGUAGE_ENV = "CHAPTERS_LANGUAGE"
 CACHE_ENV = "CHAPTERS_CACHE"
 LOCALE_DIR = "locales"
 # Sphinx's search languages by the edition's language
@@ -54,18 +53,13 @@ def translated(app_or_config: Any) -> bool:
 
 
 def configure_edition(app: Sphinx, config: Any) -> None:
-    """``config-inited``: the edition named by CHAPTERS_LANGUAGE, and the shared cache."""
-    language = os.environ.get(LANGUAGE_ENV, "").strip()
-    if language:
-        config.language = language
-        if LOCALE_DIR not in config.locale_dirs:
-            config.locale_dirs = [*config.locale_dirs, LOCALE_DIR]
-        if language in SEARCH_LANGUAGES:
-            config.html_search_language = SEARCH_LANGUAGES[language]
-            _quiet_jieba()
+    """``config-inited``: the shared cache (CHAPTERS_CACHE, for ``chapters i18n update``'s
+    extraction), and a quiet jieba for a Chinese edition's search."""
     cache = os.environ.get(CACHE_ENV, "").strip()
     if cache:
         config.nb_execution_cache_path = str(Path(cache).resolve())
+    if SEARCH_LANGUAGES.get(str(config.language)) == "zh":
+        _quiet_jieba()
 
 
 def _quiet_jieba() -> None:

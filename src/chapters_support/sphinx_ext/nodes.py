@@ -6,8 +6,11 @@ import html
 from typing import Any
 
 from docutils import nodes
+from sphinx.locale import get_translation
 
 from chapters_support.result import CheckResult, latex_escape
+
+_ = get_translation("chapters")
 
 # LaTeX colours for the badges (xcolor is loaded by Sphinx's LaTeX style)
 _LATEX_COLOURS = {
@@ -88,8 +91,12 @@ def visit_badge_html(self: Any, node: DerivationBadgeNode) -> None:
     )
     if node.get("elsewhere"):
         why = html.escape(
-            "verified by an earlier run and taken from its cache; the build that made this "
-            f"page has {node.get('here', '?')}",
+            str(
+                _(
+                    "verified by an earlier run and taken from its cache; the build that made "
+                    "this page has {here}"
+                )
+            ).format(here=node.get("here", "?")),
             quote=True,
         )
         mark = html.escape(node["elsewhere"])

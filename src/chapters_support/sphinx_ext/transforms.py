@@ -14,6 +14,7 @@ from typing import Any, cast
 from docutils import nodes
 from sphinx import addnodes
 from sphinx.application import Sphinx
+from sphinx.locale import get_translation
 from sphinx.transforms.post_transforms import SphinxPostTransform
 
 from chapters_support.mutate import score_text
@@ -34,10 +35,25 @@ from chapters_support.verdict import (
     coverage_text,
     environments,
     error_summary,
+    status_text,
     step_coverage,
     steps_text,
     totals,
 )
+
+# the extension's words in the page's language (sphinx_ext/locale/<lang>/LC_MESSAGES/chapters.po)
+_ = get_translation("chapters")
+
+
+def elsewhere_text(row: dict[str, Any]) -> str:
+    """The mark of a result verified on another torch or device, in the page's language."""
+    from chapters_support.provenance import describe
+
+    if not row.get("verified_elsewhere"):
+        return ""
+    if not row.get("environment"):
+        return str(_("verified in an environment it did not record"))
+    return str(_("verified on {where}")).format(where=describe(row["environment"]))
 
 
 def assessment(app: Sphinx) -> dict[str, Any]:
@@ -85,9 +101,9 @@ class CheckBadgePostTransform(SphinxPostTransform):
                 continue
             badge = DerivationBadgeNode(
                 status=row["status"],
-                text=badge_text(row),
+                text=badge_text(row, _),
                 tooltip=row.get("message", ""),
-                elsewhere=row.get("verified_elsewhere") or "",
+                elsewhere=elsewhere_text(row),
                 here=installed().describe(),
             )
             anchor = check_anchor(self.document, node["label"])
@@ -115,7 +131,11 @@ def _mark_failing_steps(derivation: DerivationNode, row: dict[str, Any]) -> None
         target["classes"].append("chapters-step-fail")
         rel = _REL_TEXT.get(item.get("rel", "="), item.get("rel", "="))
         note = StepFailureNode()
-        note += nodes.strong(text=f"Step {item.get('step')} of {total} does not hold:")
+        note += nodes.strong(
+            text=str(_("Step {step} of {total} does not hold:")).format(
+                step=item.get("step"), total=total
+            )
+        )
         note += nodes.Text(" ")
         note += nodes.math(text=_inline_latex(f"{item.get('lhs')} {rel} {item.get('rhs')}"))
         note += nodes.Text(f" — {item.get('detail')}")
@@ -210,7 +230,7 @@ class StatusTablePostTransform(SphinxPostTransform):
     @staticmethod
     def row(docname: str, row: dict[str, Any]) -> list[nodes.Node | str]:
         status = nodes.inline(
-            text=row["status"].upper(),
+            text=status_text(row["status"], _),
             classes=["chapters-badge", f"chapters-badge--{row['status']}"],
         )
         ratio = f"{row['ratio']:.2g}" if row.get("ratio") is not None else "–"
@@ -218,12 +238,12 @@ class StatusTablePostTransform(SphinxPostTransform):
         cell: nodes.Node = status
         if row.get("verified_elsewhere"):
             cell = nodes.inline("", "", status)
-            cell += nodes.inline(text=row["verified_elsewhere"], classes=["chapters-elsewhere"])
+            cell += nodes.inline(text=elsewhere_text(row), classes=["chapters-elsewhere"])
         return [
             str(row.get("number") or ""),
             _xref(docname, row["label"], row["title"] or row["label"], "ref"),
             cell,
-            steps_text(row),
+            steps_text(row, _),
             error_summary(row),
             ratio,
             row.get("dtype") or "–",
@@ -237,15 +257,21 @@ class StatusTablePostTransform(SphinxPostTransform):
         rows, chapters, problems = data["rows"], data["chapters"], data["problems"]
         count = totals(rows)
         summary = nodes.paragraph(classes=["chapters-status-summary"])
-        summary += nodes.strong(text=f"{count['total']} derivations in {len(chapters)} chapters: ")
+        summary += nodes.strong(
+            text=str(_("{total} derivations in {chapters} chapters: ")).format(
+                total=count["total"], chapters=len(chapters)
+            )
+        )
         summary += nodes.Text(
-            f"{count[PASS]} pass, {count[FAIL]} fail, {count[UNVERIFIED]} unverified."
+            str(_("{passed} pass, {failed} fail, {unverified} unverified.")).format(
+                passed=count[PASS], failed=count[FAIL], unverified=count[UNVERIFIED]
+            )
         )
         out: list[nodes.Node] = [summary]
         coverage = step_coverage(rows)
         out.append(
             nodes.paragraph(
-                text=coverage_text(coverage)[0].upper() + coverage_text(coverage)[1:] + ".",
+                text=coverage_text(coverage, _)[0].upper() + coverage_text(coverage, _)[1:] + ".",
                 classes=["chapters-status-coverage"],
             )
         )
@@ -254,8 +280,8 @@ class StatusTablePostTransform(SphinxPostTransform):
         env_list = nodes.bullet_list(classes=["chapters-status-environment"])
         for env in environments(chapters):
             where = env.get("device_name") or env.get("device_type", "?")
-            cuda = f", CUDA {env['cuda']}" if env.get("cuda") else ", no CUDA"
-            ours = "" if verified_elsewhere(env, here) else " (this build's)"
+            cuda = f", CUDA {env['cuda']}" if env.get("cuda") else str(_(", no CUDA"))
+            ours = "" if verified_elsewhere(env, here) else str(_(" (this build's)"))
             item = nodes.list_item()
             item += nodes.paragraph(
                 text=f"{env.get('device_type', '?').upper()}: {where} — "
@@ -264,15 +290,19 @@ class StatusTablePostTransform(SphinxPostTransform):
             )
             env_list += item
         if env_list.children:
-            out.append(nodes.paragraph(text="Checks ran on:"))
+            out.append(nodes.paragraph(text=str(_("Checks ran on:"))))
             out.append(env_list)
         elsewhere = [r for r in rows if r.get("verified_elsewhere")]
         if elsewhere:
             out.append(
                 nodes.paragraph(
-                    text=f"This build has {here.describe()}; {len(elsewhere)} of "
-                    f"{count['total']} derivations were verified by an earlier run on another "
-                    "torch or device and are marked with where they were verified.",
+                    text=str(
+                        _(
+                            "This build has {here}; {count} of {total} derivations were verified "
+                            "by an earlier run on another torch or device and are marked with "
+                            "where they were verified."
+                        )
+                    ).format(here=here.describe(), count=len(elsewhere), total=count["total"]),
                     classes=["chapters-status-elsewhere"],
                 )
             )
@@ -284,18 +314,21 @@ class StatusTablePostTransform(SphinxPostTransform):
                 "", "", _xref(docname, "/" + chapter.chapter, chapter.title, "doc")
             )
             state = (
-                "execution failed"
+                str(_("execution failed"))
                 if chapter.failure
-                else f"{sum(r['status'] == PASS for r in mine)}/{len(mine)} pass"
+                else str(_("{passed}/{total} pass")).format(
+                    passed=sum(r["status"] == PASS for r in mine), total=len(mine)
+                )
             )
             mine_coverage = step_coverage(mine)
             if mine_coverage["claims"]:
-                state += (
-                    f", steps {mine_coverage['pass']}/{mine_coverage['claims']}"
-                    f" ({mine_coverage['coverage']:.0%})"
+                state += str(_(", steps {passed}/{claims} ({share})")).format(
+                    passed=mine_coverage["pass"],
+                    claims=mine_coverage["claims"],
+                    share=f"{mine_coverage['coverage']:.0%}",
                 )
             seconds = (
-                f", executed in {format_seconds(chapter.seconds)}"
+                str(_(", executed in {seconds}")).format(seconds=format_seconds(chapter.seconds))
                 if chapter.seconds is not None
                 else ""
             )
@@ -306,22 +339,22 @@ class StatusTablePostTransform(SphinxPostTransform):
                     _table(
                         [
                             "#",
-                            "Derivation",
-                            "Status",
-                            "Steps",
-                            "Max error",
-                            "Error / tolerance",
+                            str(_("Derivation")),
+                            str(_("Status")),
+                            str(_("Steps")),
+                            str(_("Max error")),
+                            str(_("Error / tolerance")),
                             "dtype",
-                            "Device",
-                            "Check time",
-                            "Mutants",
+                            str(_("Device")),
+                            str(_("Check time")),
+                            str(_("Mutants")),
                         ],
                         [self.row(docname, row) for row in mine],
                         ["chapters-status-table"],
                     )
                 )
         if problems:
-            out.append(nodes.rubric(text="Problems"))
+            out.append(nodes.rubric(text=str(_("Problems"))))
             plist = nodes.bullet_list(classes=["chapters-status-problems"])
             for problem in problems:
                 item = nodes.list_item()
