@@ -133,9 +133,9 @@ def test_chinese_edition_executes_nothing_and_warns_about_the_slip(tmp_path):
     assert main(["i18n", "update", "--book", str(root), "--language", "zh_CN"]) == 0
     translate(root / "locales" / "zh_CN" / "LC_MESSAGES" / "good.po", TRANSLATIONS)
     from chapters_support.book import Book
-    from chapters_support.cli.build import edition_config
+    from chapters_support.cli.build import write_edition_config
 
-    config = edition_config(Book.load(root), "zh_CN")
+    config = write_edition_config(Book.load(root), "zh_CN", ["en", "zh_CN"])
     built = run_jupyter_book(
         root, "--config", str(config), "--path-output", str(root / "_build" / "zh_CN")
     )

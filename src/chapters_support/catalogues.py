@@ -16,7 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LOCALES = "locales"
+from chapters_support.editions import LOCALES
+
 MATHS = re.compile(r"(?<![\\$])\$(?!\$)((?:\\.|[^$\\])+?)\$")
 ROLE = re.compile(r"\{([a-z][\w:-]*)\}`([^`]*)`")
 CODE = re.compile(r"(?<![`}])`([^`]+)`")

@@ -308,6 +308,8 @@ def _same(text: str) -> str:
 # the words a page shows, through the caller's translation (the book side passes its
 # message catalogue's gettext; the CLI and derivations.json keep English)
 Words = Callable[[str], str]
+
+
 def N_(text: str) -> str:
     """Marks a word for the message catalogue, translated where it is shown."""
     return text

@@ -12,24 +12,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from chapters_support.book import Book, BookError
 from chapters_support.cli import options
-
-ENGLISH = "en"
-
-
-def languages(book: Book) -> list[str]:
-    """The book's editions: English, then each language with catalogues, sorted."""
-    from chapters_support.catalogues import LOCALES
-
-    found = sorted(
-        p.name for p in (book.root / LOCALES).glob("*") if any(p.glob("LC_MESSAGES/*.po"))
-    )
-    return [ENGLISH, *found]
+from chapters_support.editions import ENGLISH, edition_config, languages
 
 
 def edition_output(book: Book, language: str) -> Path:
@@ -39,31 +27,20 @@ def edition_output(book: Book, language: str) -> Path:
     return book.root / "_build" / language / "_build" / "html"
 
 
-def _jupyter_book() -> str:
-    beside = Path(sys.executable).with_name("jupyter-book")
-    found = str(beside) if beside.is_file() else shutil.which("jupyter-book")
-    if not found:
-        raise click.ClickException("jupyter-book is not installed in this environment")
-    return found
+def relative_root(book: Book, source: str, target: str) -> str:
+    """The URL of edition ``target``'s root from edition ``source``'s root, in ``_build``."""
+    import os.path
+
+    here, there = edition_output(book, source), edition_output(book, target)
+    return os.path.relpath(there, here).replace(os.sep, "/") + "/"
 
 
-def edition_config(book: Book, language: str) -> Path:
-    """The edition's ``_config.yml``: the book's, in ``language``, reading the English build's
-    cache. Written beside the edition's output (Sphinx must know the language before any
-    extension loads its message catalogue, earlier than an extension could set it)."""
+def write_edition_config(book: Book, language: str, editions: list[str]) -> Path:
+    """The edition's ``_config.yml``, written beside its output."""
     import yaml
 
-    from chapters_support.catalogues import LOCALES
-    from chapters_support.sphinx_ext.i18n import SEARCH_LANGUAGES
-
-    config: dict[str, Any] = dict(book.config)
-    config["execute"] = {**(config.get("execute") or {}), "cache": str(book.cache_path)}
-    sphinx = dict(config.get("sphinx") or {})
-    extra = {"language": language, "locale_dirs": [LOCALES]}
-    if language in SEARCH_LANGUAGES:
-        extra["html_search_language"] = SEARCH_LANGUAGES[language]
-    sphinx["config"] = {**(sphinx.get("config") or {}), **extra}
-    config["sphinx"] = sphinx
+    links = {lang: relative_root(book, language, lang) for lang in editions if lang != language}
+    config = edition_config(book.config, language, cache=book.cache_path, links=links)
     path = book.root / "_build" / language / "_config.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -74,15 +51,25 @@ def edition_config(book: Book, language: str) -> Path:
     return path
 
 
-def build_edition(book: Book, language: str, extra: list[str]) -> int:
-    command = [_jupyter_book(), "build", str(book.root), *extra]
+def _jupyter_book() -> str:
+    beside = Path(sys.executable).with_name("jupyter-book")
+    found = str(beside) if beside.is_file() else shutil.which("jupyter-book")
+    if not found:
+        raise click.ClickException("jupyter-book is not installed in this environment")
+    return found
+
+
+def build_edition(book: Book, language: str, extra: list[str], editions: list[str]) -> int:
+    command = [
+        _jupyter_book(),
+        "build",
+        str(book.root),
+        *extra,
+        "--config",
+        str(write_edition_config(book, language, editions)),
+    ]
     if language != ENGLISH:
-        command += [
-            "--config",
-            str(edition_config(book, language)),
-            "--path-output",
-            str(book.root / "_build" / language),
-        ]
+        command += ["--path-output", str(book.root / "_build" / language)]
     click.echo(click.style(f"chapters build: the {language} edition", bold=True))
     return subprocess.run(command).returncode
 
@@ -104,7 +91,7 @@ def command(book_dir: str, wanted: tuple[str, ...], fresh: bool) -> int:
         book = Book.load(book_dir)
     except BookError as error:
         raise click.ClickException(str(error)) from None
-    editions = languages(book)
+    editions = languages(book.root)
     unknown = [lang for lang in wanted if lang not in editions]
     if unknown:
         raise click.ClickException(
@@ -115,7 +102,7 @@ def command(book_dir: str, wanted: tuple[str, ...], fresh: bool) -> int:
     chosen = [lang for lang in editions if not wanted or lang in wanted]
     extra = ["--all"] if fresh else []
     for language in chosen:
-        code = build_edition(book, language, extra)
+        code = build_edition(book, language, extra, editions)
         if code != 0:
             click.echo(f"chapters build: the {language} edition failed (exit {code})", err=True)
             return code

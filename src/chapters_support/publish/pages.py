@@ -279,8 +279,49 @@ def add_version_buttons(
         launch["buttons"].append(colab)
 
 
+# each edition's name in its own language, as a reader looks for it
+LANGUAGE_NAMES = {"en": "English", "zh_CN": "中文", "zh_TW": "中文（繁體）"}
+
+
+def edition_url(prefix: str, pagename: str) -> str:
+    """The same page in the edition whose root is ``prefix`` (relative to this edition's)."""
+    up = "../" * pagename.count("/")
+    return f"{up}{prefix.rstrip('/')}/{pagename}.html" if prefix else f"{up}{pagename}.html"
+
+
+def add_language_links(
+    app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
+    """``html-page-context``: every page links to itself in each other edition (a header
+    button, and ``<link rel="alternate" hreflang>`` for search engines and readers)."""
+    editions = dict(app.config.chapters_editions or {})
+    if not editions:
+        return
+    buttons = context.get("header_buttons")
+    links = []
+    for language, prefix in sorted(editions.items()):
+        url = edition_url(prefix, pagename)
+        name = LANGUAGE_NAMES.get(language, language)
+        hreflang = language.replace("_", "-")
+        links.append(f'<link rel="alternate" hreflang="{hreflang}" href="{url}" />')
+        if isinstance(buttons, list):
+            buttons.insert(
+                0,
+                {
+                    "type": "link",
+                    "text": name,
+                    "tooltip": name,
+                    "icon": "fas fa-language",
+                    "url": url,
+                    "label": f"edition-{language}-button",
+                },
+            )
+    context["metatags"] = context.get("metatags", "") + "\n".join(links) + "\n"
+
+
 def register(app: Sphinx) -> None:
     app.connect("config-inited", configure_version)
     # sphinx-book-theme: prep_header_buttons at 500, its buttons at 501
     app.connect("html-page-context", publish_notebook, priority=500)
     app.connect("html-page-context", add_version_buttons, priority=510)
+    app.connect("html-page-context", add_language_links, priority=511)

@@ -120,6 +120,15 @@ class ChaptersConfig:
             "rebuild": "html",
         },
     )
+    editions: dict[str, str] = dc.field(
+        default_factory=dict,
+        metadata={
+            "help": "The book's other editions, as language: the URL of that edition's root "
+            "relative to this edition's root (``chapters build`` and ``chapters publish`` set "
+            "it, e.g. ``{zh_CN: zh/}``): every page links to the same page in each.",
+            "rebuild": "html",
+        },
+    )
     install_spec: str = dc.field(
         default="",
         metadata={

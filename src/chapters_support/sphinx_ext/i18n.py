@@ -35,14 +35,12 @@ from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 from sphinx.util.nodes import is_translatable
 
+from chapters_support.editions import SEARCH_LANGUAGES
 from chapters_support.sphinx_ext.nodes import DerivationNameNode, DerivationNode
 
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "CHAPTERS_CACHE"
-LOCALE_DIR = "locales"
-# Sphinx's search languages by the edition's language
-SEARCH_LANGUAGES = {"zh_CN": "zh", "zh_TW": "zh", "zh": "zh"}
 MESSAGES = "chapters"  # the extension's own message catalogue (sphinx_ext/locale)
 STALE_CLASS = "chapters-i18n-stale"
 
