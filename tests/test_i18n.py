@@ -174,3 +174,50 @@ def test_the_extensions_words_are_translated_and_compiled():
     assert len(wanted) >= 35
     mo = messages.catalogue_path("zh_CN").with_suffix(".mo")
     assert mo.read_bytes() == messages.compiled(catalogue)
+
+
+def test_publish_writes_both_editions_linked_to_each_other(tmp_path, capsys):
+    """A published version holds the English edition and, in zh/, the Chinese one: every page
+    links to its twin, each edition's switcher lists its own pages of each version, the
+    Chinese PDF has every glyph, and derivations.json is one and the same data."""
+    import subprocess
+    from urllib.parse import urljoin
+
+    root = tmp_path / "book"
+    shutil.copytree(ROOTS / "test-site", root, ignore=shutil.ignore_patterns("_build"))
+    assert run_jupyter_book(root).returncode == 0
+    assert main(["i18n", "update", "--book", str(root), "--language", "zh_CN"]) == 0
+    po = root / "locales" / "zh_CN" / "LC_MESSAGES" / "gradients.po"
+    with po.open("rb") as handle:
+        title = next(str(m.id) for m in read_po(handle) if m.id)
+    translate(po, {title: "梯度一章"})
+    site = tmp_path / "site"
+    argv = ["publish", "--book", str(root), "--version", "v1", "--site", str(site), "--latest"]
+    assert main(argv) == 0, capsys.readouterr()
+    assert "the zh_CN edition in zh/" in capsys.readouterr().out
+    en_root, zh_root = site / "v1", site / "v1" / "zh"
+    for pagename in ("intro", "gradients", "status"):
+        en_page, zh_page = en_root / f"{pagename}.html", zh_root / f"{pagename}.html"
+        en, zh = page(en_page), page(zh_page)
+        assert (en.html["lang"], zh.html["lang"]) == ("en", "zh-CN")
+        to_zh = en.select_one('link[rel="alternate"][hreflang="zh-CN"]')["href"]
+        to_en = zh.select_one('link[rel="alternate"][hreflang="en"]')["href"]
+        assert urljoin(en_page.as_uri(), to_zh) == zh_page.as_uri()
+        assert urljoin(zh_page.as_uri(), to_en) == en_page.as_uri()
+    assert page(zh_root / "gradients.html").select_one("h1").get_text().startswith("梯度一章")
+    switcher = json.loads((site / "versions.zh_CN.json").read_text(encoding="utf-8"))
+    assert [e["url"] for e in switcher] == ["../../v1/zh/"]
+    assert (en_root / "derivations.json").read_bytes() == (
+        zh_root / "derivations.json"
+    ).read_bytes()
+    assert (site / "latest" / "zh" / "gradients.html").is_file()
+    # the Chinese PDF: xeCJK with Noto CJK, its Chinese text there (no glyph dropped: the
+    # publish fails on any)
+    pdfs = list(zh_root.glob("*.pdf"))
+    assert len(pdfs) == 1, pdfs
+    text = subprocess.run(
+        ["pdftotext", str(pdfs[0]), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "梯度一章" in text and "推导 1" in text
+    fonts = subprocess.run(["pdffonts", str(pdfs[0])], capture_output=True, text=True).stdout
+    assert "NotoSerifCJK" in fonts

@@ -349,9 +349,9 @@ def test_a_leaking_build_publishes_nothing(tmp_path, monkeypatch):
     (site / "versions.json").write_text("[]\n", encoding="utf-8")
     before = tree_digest(site)
 
-    def leaky_build(book, work, version, *, cache, sde):
+    def leaky_build(book, work, version, *, cache, sde, **edition):
         html = work / "html"
-        html.mkdir()
+        html.mkdir(parents=True)
         plant(html)
         (html / "reports").mkdir()
         pdf = work / "book.pdf"
@@ -523,7 +523,7 @@ def test_require_cache_publishes_nothing_it_would_have_to_execute(tmp_path):
     assert not (tmp_path / "site" / "v1").exists()
 
 
-def _clean_build(book, work, version, *, cache, sde):
+def _clean_build(book, work, version, *, cache, sde, **edition):
     """A built version without a real build: two pages and a PDF."""
     html = work / "html"
     (html / "sub").mkdir(parents=True)

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from chapters_support.book import Book
+from chapters_support.editions import ENGLISH, edition_config
 
 
 class BuildError(RuntimeError):
@@ -56,8 +57,18 @@ def source_date_epoch(root: Path) -> str:
     return str(int(max((p.stat().st_mtime for p in sources), default=time.time())))
 
 
-def prepare(book: Book, work: Path, version: str, cache: Path | None) -> Path:
-    """Copy the book into ``work``, its config naming the version and the cache to use."""
+def prepare(
+    book: Book,
+    work: Path,
+    version: str,
+    cache: Path | None,
+    *,
+    language: str = ENGLISH,
+    links: dict[str, str] | None = None,
+    switcher_json: str | None = None,
+) -> Path:
+    """Copy the book into ``work``, its config naming the version, the edition's language,
+    its links to the other editions, and the cache to use."""
     if cache is not None and not (cache / "global.db").is_file():
         raise BuildError(f"{cache} is not a jupyter-cache (no global.db)")
     target = work / book.root.name
@@ -66,16 +77,18 @@ def prepare(book: Book, work: Path, version: str, cache: Path | None) -> Path:
         target,
         ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints", "__pycache__"),
     )
-    config: dict[str, Any] = dict(book.config)
+    extra: dict[str, Any] = {"chapters_version": version}
+    if switcher_json:
+        extra["chapters_switcher_json"] = switcher_json
     # the book's own cache, or the given one: what executes (unless CHAPTERS_REQUIRE_CACHE=1
     # forbids it) is kept there for the next build, as in a plain `jupyter-book build`
-    config["execute"] = {
-        **(config.get("execute") or {}),
-        "cache": str(cache if cache is not None else book.cache_path),
-    }
-    sphinx = dict(config.get("sphinx") or {})
-    sphinx["config"] = {**(sphinx.get("config") or {}), "chapters_version": version}
-    config["sphinx"] = sphinx
+    config = edition_config(
+        dict(book.config),
+        language,
+        cache=cache if cache is not None else book.cache_path,
+        links=links,
+        sphinx_extra=extra,
+    )
     (target / "_config.yml").write_text(
         "# written by `chapters publish` from the book's _config.yml\n"
         + yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
@@ -123,9 +136,21 @@ def missing_glyphs(latex_log: Path) -> list[str]:
     return sorted({f"{char} in {font.strip()}" for char, font in found})
 
 
-def build_version(book: Book, work: Path, version: str, *, cache: Path | None, sde: str) -> Built:
+def build_version(
+    book: Book,
+    work: Path,
+    version: str,
+    *,
+    cache: Path | None,
+    sde: str,
+    language: str = ENGLISH,
+    links: dict[str, str] | None = None,
+    switcher_json: str | None = None,
+) -> Built:
     """Build the HTML, then the PDF (from the same cache: nothing executes twice)."""
-    root = prepare(book, work, version, cache)
+    root = prepare(
+        book, work, version, cache, language=language, links=links, switcher_json=switcher_json
+    )
     env = {
         **os.environ,
         "SOURCE_DATE_EPOCH": sde,

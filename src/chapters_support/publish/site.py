@@ -24,14 +24,21 @@ import html
 import json
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chapters_support.book import Book
-from chapters_support.publish.build import BuildError, build_version, source_date_epoch
+from chapters_support.editions import ENGLISH, languages, site_folder
+from chapters_support.publish.build import (
+    BuildError,
+    Built,
+    build_version,
+    source_date_epoch,
+)
 from chapters_support.publish.scan import Leak, scan_tree
 from chapters_support.publish.versions import (
     ALIAS,
@@ -71,6 +78,7 @@ class Published:
     preferred: str | None
     seconds_html: float
     seconds_pdf: float
+    editions: list[str] = field(default_factory=lambda: [ENGLISH])
 
 
 def redirect_page(url: str) -> str:
@@ -164,6 +172,45 @@ def _no_space_message(error: OSError, site: Path, version: str) -> str:
     )
 
 
+def edition_links(language: str, editions: list[str]) -> dict[str, str]:
+    """The root of each other edition, from this edition's root, in a published version."""
+    depth = len([p for p in site_folder(language).split("/") if p])
+    up = "../" * depth
+    return {
+        other: f"{up}{site_folder(other)}/" if site_folder(other) else up or "./"
+        for other in editions
+        if other != language
+    }
+
+
+def switcher_json(language: str) -> str:
+    """The version switcher's list, from the edition's root (one list per edition, so that the
+    Chinese pages switch to the Chinese pages of another version)."""
+    depth = len([p for p in site_folder(language).split("/") if p])
+    return "../" * (depth + 1) + edition_versions_json(language)
+
+
+def edition_versions_json(language: str) -> str:
+    return VERSIONS_JSON if language == ENGLISH else f"versions.{language}.json"
+
+
+def edition_entries(
+    entries: list[dict], language: str, site: Path, version: str, base_url: str
+) -> list[dict]:
+    """``versions.json``'s entries as the ``language`` edition's switcher needs them: each
+    version's page in that language where the version has the edition, else its English."""
+    folder = site_folder(language)
+    depth = len([p for p in folder.split("/") if p])
+    relative = not re.match(r"^[a-z]+://", base_url)
+    base = ("../" * depth + base_url.rstrip("/")) if relative else base_url.rstrip("/")
+    out = []
+    for entry in entries:
+        name = str(entry["version"])
+        has = name == version or (site / name / folder / "index.html").is_file()
+        out.append({**entry, "url": f"{base}/{name}/{folder}/" if has else f"{base}/{name}/"})
+    return out
+
+
 def _replace_all(moves: list[tuple[Path, Path]]) -> None:
     """Put each staged file or folder in place: renames only, which need no space."""
     for staged, final in moves:
@@ -195,18 +242,40 @@ def publish(
     entries = read_versions(site)
     site.mkdir(parents=True, exist_ok=True)
     staging = site / f".{version}.staging"
+    editions = languages(book.root)
     sde = source_date_epoch(book.root)
     with tempfile.TemporaryDirectory(prefix="chapters-publish-") as tmp:
         work = Path(tmp)
-        log(f"building {version} (HTML, then PDF) from {book.root.name}/ in {work}")
+        built: dict[str, Built] = {}
+        for language in editions:
+            log(
+                f"building {version} (HTML, then PDF) from {book.root.name}/ in {work}"
+                + (f": the {language} edition" if len(editions) > 1 else "")
+            )
+            try:
+                built[language] = build_version(
+                    book,
+                    work / language,
+                    version,
+                    cache=cache,
+                    sde=sde,
+                    language=language,
+                    links=edition_links(language, editions),
+                    switcher_json=switcher_json(language),
+                )
+            except BuildError as error:
+                raise PublishError(str(error)) from None
+            done = built[language]
+            log(f"built: HTML in {done.seconds_html:.0f} s, PDF in {done.seconds_pdf:.0f} s")
         try:
-            built = build_version(book, work, version, cache=cache, sde=sde)
-        except BuildError as error:
-            raise PublishError(str(error)) from None
-        log(f"built: HTML in {built.seconds_html:.0f} s, PDF in {built.seconds_pdf:.0f} s")
-        try:
-            stage(built.html, built.pdf, staging, sde)
-            leaks = scan_tree(staging, extra=[built.tex], allow=allow)
+            english = built[ENGLISH]
+            stage(english.html, english.pdf, staging, sde)
+            for language in editions[1:]:
+                folder = staging / site_folder(language)
+                stage(built[language].html, built[language].pdf, folder, sde)
+                # one verdict, one data file: the English edition's (titles in English)
+                shutil.copyfile(staging / "derivations.json", folder / "derivations.json")
+            leaks = scan_tree(staging, extra=[b.tex for b in built.values()], allow=allow)
             if leaks:
                 raise LeakError(leaks)
         except OSError as error:
@@ -221,6 +290,10 @@ def publish(
     preferred = preferred_version(entries)
     alias = site / f".{ALIAS}.staging"
     staged = {
+        **{
+            f"versions-{language}": site / f".{edition_versions_json(language)}.staging"
+            for language in editions[1:]
+        },
         "versions": site / f".{VERSIONS_JSON}.staging",
         "index": site / ".index.html.staging",
         "nojekyll": site / ".nojekyll.staging",
@@ -228,6 +301,12 @@ def publish(
     try:
         write_alias(site, preferred, pages_of=staging if preferred == version else None, into=alias)
         write_versions(site, entries, into=staged["versions"])
+        for language in editions[1:]:
+            write_versions(
+                site,
+                edition_entries(entries, language, site, version, base_url),
+                into=staged[f"versions-{language}"],
+            )
         staged["index"].write_text(root_page(entries), encoding="utf-8")
         # GitHub Pages runs Jekyll otherwise, which drops _static/, _sources/ and _images/
         staged["nojekyll"].write_text("", encoding="utf-8")
@@ -240,6 +319,10 @@ def publish(
         raise PublishError(_no_space_message(error, site, version)) from None
     moves = [
         (staging, target),
+        *[
+            (staged[f"versions-{language}"], site / edition_versions_json(language))
+            for language in editions[1:]
+        ],
         (staged["versions"], site / VERSIONS_JSON),
         (staged["index"], site / "index.html"),
         (staged["nojekyll"], site / ".nojekyll"),
@@ -251,16 +334,21 @@ def publish(
         shutil.rmtree(alias, ignore_errors=True)
     _replace_all(moves)
     pages = len(_pages(target))
+    english = built[ENGLISH]
+    others = "".join(
+        f", the {language} edition in {site_folder(language)}/" for language in editions[1:]
+    )
     log(
-        f"published {version}: {pages} pages and {built.pdf.name} in {target}"
+        f"published {version}: {pages} pages and {english.pdf.name} in {target}{others}"
         + (f"; {ALIAS}/ is {preferred}" if preferred else "")
     )
     return Published(
         version=version,
         path=target,
-        pdf=target / built.pdf.name,
+        pdf=target / english.pdf.name,
         pages=pages,
         preferred=preferred,
-        seconds_html=built.seconds_html,
-        seconds_pdf=built.seconds_pdf,
+        seconds_html=sum(b.seconds_html for b in built.values()),
+        seconds_pdf=sum(b.seconds_pdf for b in built.values()),
+        editions=list(editions),
     )
