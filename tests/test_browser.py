@@ -185,6 +185,33 @@ def test_maths_is_typeset_on_the_heaviest_page(browser, server, sites):
         assert raw not in visible, f"{raw} left untypeset on {name}"
 
 
+def test_the_chinese_edition_typesets_its_maths_and_renders_its_text(browser, server, sites):
+    """The heaviest page of the Chinese edition: the same formulas, typeset, from the site's
+    own MathJax; its Chinese text drawn in a CJK font (not as boxes); its twin a click away."""
+    from selenium.webdriver.common.by import By
+
+    english = sites["book"].version("v1.0")
+    name, maths = heaviest_page(english)
+    zh_maths = heaviest_page(english / "zh")[1]
+    assert zh_maths == maths  # display and inline maths are shared, none translated away
+    open_page(browser, f"{server.url}/book/v1.0/zh/{name}.html")
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "mjx-container")) >= maths
+    widths = browser.execute_script(
+        """
+        const c = document.createElement("canvas").getContext("2d");
+        c.font = getComputedStyle(document.querySelector("article p")).font;
+        // two CJK ideographs, and two unassigned code points (drawn as missing-glyph boxes)
+        return [c.measureText("梯度").width, c.measureText("\u0378\u0379").width];
+        """
+    )
+    assert widths[0] > 0 and widths[0] != widths[1], widths
+    twin = browser.find_element(By.CSS_SELECTOR, "a.btn-edition-en-button")
+    assert twin.get_attribute("href") == f"{server.url}/book/v1.0/{name}.html"
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"browser-zh-{name}.png"))
+
+
 def test_derivation_badges_are_visible(browser, server, sites):
     from selenium.webdriver.common.by import By
 
@@ -266,7 +293,10 @@ def test_pages_request_nothing_but_the_site(browser, server, sites):
     )
 
 
-@pytest.mark.parametrize("page", ["intro", "linear-regression", "status"])
+@pytest.mark.parametrize(
+    "page",
+    ["intro", "linear-regression", "status", "zh/intro", "zh/linear-regression", "zh/status"],
+)
 def test_no_serious_accessibility_violations(browser, server, axe_source, page):
     open_page(browser, f"{server.url}/book/v1.0/{page}.html")
     browser.execute_script(axe_source)

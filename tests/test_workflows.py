@@ -251,13 +251,18 @@ def test_ci_runs_on_pull_requests_with_read_only_permissions_and_no_secrets(work
     assert "secrets." not in (WORKFLOWS / "ci.yml").read_text(encoding="utf-8")
     runs = [step.get("run", "") for job in ci["jobs"].values() for step in job["steps"]]
     assert "bash .ci/run" in runs
-    assert "jupyter-book build book/" in runs
+    # the README's build command (both editions), and the translations' state in the log
+    assert "chapters build" in runs and "chapters i18n status" in runs
     uploads = [
         step["with"]["path"]
         for step in ci["jobs"]["book"]["steps"]
         if step.get("uses", "").startswith("actions/upload-artifact@")
     ]
-    assert uploads == ["book/_build/html", "book/_build/html/derivations.json"]
+    assert uploads == [
+        "book/_build/html",
+        "book/_build/zh_CN/_build/html",
+        "book/_build/html/derivations.json",
+    ]
 
 
 def test_gpu_runs_only_for_main_tags_schedule_and_dispatch(workflows):
