@@ -212,6 +212,25 @@ def test_the_chinese_edition_typesets_its_maths_and_renders_its_text(browser, se
     browser.save_screenshot(str(ARTIFACTS / f"browser-zh-{name}.png"))
 
 
+def test_the_chinese_edition_finds_chinese_words(browser, server, sites):
+    """Sphinx's Chinese search (jieba, with the glossary's terms as words): the term 激活函数
+    finds the chapter on activation functions."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    index = (sites["book"].version("v1.0") / "zh" / "searchindex.js").read_text("utf-8")
+    assert '"激活函数"' in index  # one word in the index, not 激活 + 函数 only
+    browser.get(f"{server.url}/book/v1.0/zh/search.html?q=激活函数")
+    WebDriverWait(browser, 20).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, "#search-results ul.search li")
+    )
+    hits = [
+        a.get_attribute("href")
+        for a in browser.find_elements(By.CSS_SELECTOR, "#search-results ul.search li a")
+    ]
+    assert any(h.split("?")[0].endswith("/zh/activations.html") for h in hits), hits
+
+
 def test_derivation_badges_are_visible(browser, server, sites):
     from selenium.webdriver.common.by import By
 

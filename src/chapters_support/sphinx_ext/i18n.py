@@ -58,6 +58,26 @@ def configure_edition(app: Sphinx, config: Any) -> None:
         config.nb_execution_cache_path = str(Path(cache).resolve())
     if SEARCH_LANGUAGES.get(str(config.language)) == "zh":
         _quiet_jieba()
+        words = _search_words(app, str(config.language))
+        if words is not None and "dict" not in (config.html_search_options or {}):
+            config.html_search_options = {**(config.html_search_options or {}), "dict": words}
+
+
+def _search_words(app: Sphinx, language: str) -> str | None:
+    """The glossary's terms as a jieba dictionary, so that the search index holds 激活函数 as
+    one word (jieba's own dictionary would cut it into 激活 and 函数, and a reader's query
+    for the term would find nothing)."""
+    from chapters_support.catalogues import glossary
+
+    terms = glossary(Path(app.srcdir), language)
+    if not terms:
+        return None
+    path = Path(app.doctreedir) / f"chapters-search-words-{language}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    words = sorted({t.zh for t in terms if any("\u4e00" <= c <= "\u9fff" for c in t.zh)})
+    # a high frequency, so that jieba keeps each term whole
+    path.write_text("".join(f"{word} 100000\n" for word in words), encoding="utf-8")
+    return str(path)
 
 
 def _quiet_jieba() -> None:

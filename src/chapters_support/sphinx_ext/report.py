@@ -162,10 +162,14 @@ def finish(app: Sphinx, exception: Exception | None) -> None:
                 problem.message, type="chapters", subtype=problem.kind, location=location
             )
         return
+    from sphinx.locale import get_translation
+
+    _ = get_translation("chapters")
     listing = "\n".join(f"  - {problem}" for problem in problems)
-    fail(
-        ChaptersBuildError(
-            f"{len(problems)} problem(s) with the book's derivations "
-            f"(set chapters_strict: false to only warn while drafting):\n{listing}"
+    heading = str(
+        _(
+            "{count} problem(s) with the book's derivations "
+            "(set chapters_strict: false to only warn while drafting):"
         )
-    )
+    ).format(count=len(problems))
+    fail(ChaptersBuildError(f"{heading}\n{listing}"))
