@@ -292,3 +292,36 @@ def test_a_wrong_coefficient_in_any_chapters_maths_fails_the_build(plain_build, 
         assert re.search(rf"derivation '{re.escape(label)}' step \d+ of \d+ FAILS", built.output), (
             label
         )
+
+
+def test_the_chinese_edition_shows_what_the_english_one_verified(plain_build, monkeypatch):
+    """Issue 13 on the real book: the Chinese edition, built from the English build's cache in
+    require-cache mode (so not one chapter may execute), has every chapter translated and
+    shows every code cell, output, displayed and inline formula and verdict of the English
+    page, byte for byte."""
+    from bs4 import BeautifulSoup
+    from test_i18n import shared_parts
+
+    root = plain_build.root
+    cache = root / "_build" / ".jupyter_cache" / "executed"
+    records = sorted(p.name for p in cache.iterdir())
+    monkeypatch.setenv("CHAPTERS_REQUIRE_CACHE", "1")
+    assert main(["build", "--book", str(root), "--language", "zh_CN"]) == 0
+    assert sorted(p.name for p in cache.iterdir()) == records
+    zh_html = root / "_build" / "zh_CN" / "_build" / "html"
+    chapters = [c["chapter"] for c in plain_build.report()["chapters"]]
+    assert len(chapters) == 19
+    cjk = re.compile(r"[\u4e00-\u9fff]")
+    for chapter in chapters:
+        en = plain_build.page(chapter)
+        zh = BeautifulSoup((zh_html / f"{chapter}.html").read_text("utf-8"), "html.parser")
+        assert zh.html["lang"] == "zh-CN"
+        assert cjk.search(zh.select_one("h1").get_text()), chapter
+        assert not zh.select(".chapters-i18n-stale"), chapter
+        assert shared_parts(zh) == shared_parts(en), chapter
+        # inline maths: the same formulas (a line break of the source is a space in TeX)
+        inline = sorted(" ".join(m.get_text().split()) for m in en.select("span.math"))
+        assert sorted(" ".join(m.get_text().split()) for m in zh.select("span.math")) == inline
+    report = json.loads((zh_html / "derivations.json").read_text("utf-8"))
+    assert report["totals"] == plain_build.report()["totals"]
+    assert report["steps"] == plain_build.report()["steps"]
