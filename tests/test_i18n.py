@@ -43,7 +43,7 @@ def translate(po_path, strings):
         if message.id in strings:
             message.string = strings[message.id]
     with po_path.open("wb") as handle:
-        write_po(handle, catalogue, width=100)
+        write_po(handle, catalogue, width=0)
 
 
 def page(path) -> BeautifulSoup:

@@ -131,6 +131,8 @@ def update(book_dir: str, language: str) -> int:
             "extracting the English messages failed:\n" + (done.stdout + done.stderr)[-3000:]
         )
     pot = out / "_build" / "gettext"
-    basic.update(str(book.root / catalogues.LOCALES), str(pot), (language,), line_width=100)
+    # no wrapping: a message per line (Chinese has no spaces to wrap at, and a wrap inside a
+    # role such as {cite} splits it for every reader of the diff)
+    basic.update(str(book.root / catalogues.LOCALES), str(pot), (language,), line_width=0)
     click.echo(f"catalogues of {language} updated from {len(list(pot.glob('*.pot')))} templates")
     return 0
