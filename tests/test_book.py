@@ -322,6 +322,10 @@ def test_the_chinese_edition_shows_what_the_english_one_verified(plain_build, mo
         # inline maths: the same formulas (a line break of the source is a space in TeX)
         inline = sorted(" ".join(m.get_text().split()) for m in en.select("span.math"))
         assert sorted(" ".join(m.get_text().split()) for m in zh.select("span.math")) == inline
+    # the sidebar's parts, from _toc.yml's captions, in Chinese too
+    sidebar = BeautifulSoup((zh_html / "intro.html").read_text("utf-8"), "html.parser")
+    captions = [c.get_text(strip=True) for c in sidebar.select("nav .caption-text")]
+    assert "网络架构" in captions and not any(c == "Architectures" for c in captions), captions
     report = json.loads((zh_html / "derivations.json").read_text("utf-8"))
     assert report["totals"] == plain_build.report()["totals"]
     assert report["steps"] == plain_build.report()["steps"]

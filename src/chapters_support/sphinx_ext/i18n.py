@@ -145,6 +145,31 @@ class RejectChangedMaths(SphinxTransform):
                 derivation["title"] = name.astext()
 
 
+class TranslateTocCaptions(SphinxTransform):
+    """The parts' captions of ``_toc.yml``: sphinx-external-toc inserts the toctrees after
+    Sphinx's ``Locale`` transform has run, so their captions (extracted into the root page's
+    catalogue) would stay English in the sidebar; translated here from the same catalogue."""
+
+    default_priority = 101  # right after sphinx-external-toc's InsertToctrees (100)
+
+    def apply(self, **kwargs: Any) -> None:
+        if not translated(self.config):
+            return
+        from sphinx import addnodes
+        from sphinx.locale import init as init_locale
+        from sphinx.util.i18n import docname_to_domain
+
+        dirs = [str(Path(self.env.srcdir, folder)) for folder in self.config.locale_dirs]
+        domain = docname_to_domain(self.env.docname, self.config.gettext_compact)
+        catalogue, found = init_locale(dirs, self.config.language, domain)
+        if not found:
+            return
+        for toctree in self.document.findall(addnodes.toctree):
+            caption = toctree.get("caption")
+            if caption and (words := catalogue.gettext(caption)) != caption:
+                toctree["caption"] = words
+
+
 def fuzzy_messages(app_or_env: Any, docname: str) -> set[str]:
     """The messages of ``docname``'s catalogue whose English changed since they were
     translated (``#, fuzzy``), in every locale folder of the edition's language."""
@@ -203,4 +228,5 @@ def register(app: Sphinx) -> None:
     app.add_transform(KeepMathsUntranslated)
     app.add_transform(RejectChangedMaths)
     app.add_transform(MarkStaleTranslations)
+    app.add_transform(TranslateTocCaptions)
     app.add_message_catalog(MESSAGES, str(Path(__file__).parent / "locale"))
