@@ -8,9 +8,7 @@ beside the English one under ``_build/<language>/``.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -51,17 +49,18 @@ def write_edition_config(book: Book, language: str, editions: list[str]) -> Path
     return path
 
 
-def _jupyter_book() -> str:
-    beside = Path(sys.executable).with_name("jupyter-book")
-    found = str(beside) if beside.is_file() else shutil.which("jupyter-book")
-    if not found:
-        raise click.ClickException("jupyter-book is not installed in this environment")
-    return found
+def jupyter_book() -> list[str]:
+    from chapters_support.publish.build import BuildError, jupyter_book_command
+
+    try:
+        return jupyter_book_command()
+    except BuildError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def build_edition(book: Book, language: str, extra: list[str], editions: list[str]) -> int:
     command = [
-        _jupyter_book(),
+        *jupyter_book(),
         "build",
         str(book.root),
         *extra,

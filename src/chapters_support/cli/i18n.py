@@ -10,11 +10,7 @@ whose English changed as fuzzy.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -99,22 +95,24 @@ def update(book_dir: str, language: str) -> int:
     from sphinx_intl import basic
 
     from chapters_support import catalogues
-    from chapters_support.sphinx_ext.i18n import CACHE_ENV
+    from chapters_support.cli.build import jupyter_book, write_edition_config
+    from chapters_support.editions import ENGLISH
 
     try:
         book = Book.load(book_dir)
     except BookError as error:
         raise click.ClickException(str(error)) from None
-    jupyter_book = shutil.which("jupyter-book") or str(
-        Path(sys.executable).with_name("jupyter-book")
-    )
     out = book.root / "_build" / "gettext"
-    env = {**os.environ, CACHE_ENV: str(book.cache_path)}
+    # the English edition's config: it reads the English build's cache (--path-output would
+    # otherwise move the cache under gettext/, and every chapter would execute again)
+    config = write_edition_config(book, ENGLISH, [])
     done = subprocess.run(
         [
-            jupyter_book,
+            *jupyter_book(),
             "build",
             str(book.root),
+            "--config",
+            str(config),
             "--path-output",
             str(out),
             "--builder",
@@ -122,7 +120,6 @@ def update(book_dir: str, language: str) -> int:
             "--custom-builder",
             "gettext",
         ],
-        env=env,
         capture_output=True,
         text=True,
     )

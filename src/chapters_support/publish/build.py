@@ -97,7 +97,8 @@ def prepare(
     return target
 
 
-def _jupyter_book() -> list[str]:
+def jupyter_book_command() -> list[str]:
+    """The ``jupyter-book`` of this environment (beside its Python), else the one on PATH."""
     script = Path(sys.executable).parent / "jupyter-book"
     if script.is_file():
         return [str(script)]
@@ -112,7 +113,7 @@ def run_jupyter_book(root: Path, builder: str, env: dict[str, str], log: Path) -
     start = time.perf_counter()
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.run(
-            [*_jupyter_book(), "build", str(root), "--builder", builder],
+            [*jupyter_book_command(), "build", str(root), "--builder", builder],
             cwd=root,
             env=env,
             stdout=out,

@@ -172,10 +172,14 @@ def _no_space_message(error: OSError, site: Path, version: str) -> str:
     )
 
 
+def _depth(language: str) -> int:
+    """How many folders below the version's root the edition lies (0 for English)."""
+    return len([part for part in site_folder(language).split("/") if part])
+
+
 def edition_links(language: str, editions: list[str]) -> dict[str, str]:
     """The root of each other edition, from this edition's root, in a published version."""
-    depth = len([p for p in site_folder(language).split("/") if p])
-    up = "../" * depth
+    up = "../" * _depth(language)
     return {
         other: f"{up}{site_folder(other)}/" if site_folder(other) else up or "./"
         for other in editions
@@ -186,8 +190,7 @@ def edition_links(language: str, editions: list[str]) -> dict[str, str]:
 def switcher_json(language: str) -> str:
     """The version switcher's list, from the edition's root (one list per edition, so that the
     Chinese pages switch to the Chinese pages of another version)."""
-    depth = len([p for p in site_folder(language).split("/") if p])
-    return "../" * (depth + 1) + edition_versions_json(language)
+    return "../" * (_depth(language) + 1) + edition_versions_json(language)
 
 
 def edition_versions_json(language: str) -> str:
@@ -200,9 +203,8 @@ def edition_entries(
     """``versions.json``'s entries as the ``language`` edition's switcher needs them: each
     version's page in that language where the version has the edition, else its English."""
     folder = site_folder(language)
-    depth = len([p for p in folder.split("/") if p])
     relative = not re.match(r"^[a-z]+://", base_url)
-    base = ("../" * depth + base_url.rstrip("/")) if relative else base_url.rstrip("/")
+    base = ("../" * _depth(language) + base_url.rstrip("/")) if relative else base_url.rstrip("/")
     out = []
     for entry in entries:
         name = str(entry["version"])

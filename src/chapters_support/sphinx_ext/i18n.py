@@ -10,7 +10,7 @@ would show under a PASS badge. Here
   byte for byte;
 * a translated paragraph must keep the English one's inline maths (as a multiset): else the
   English paragraph is shown and a warning (type ``chapters``, subtype ``i18n_maths``) names
-  the place, which fails a strict build;
+  the place (a build with ``-W`` fails; ``chapters i18n status`` and the tests fail on it);
 * a derivation's title is a message of its own (``DerivationNameNode``), and a translated title
   is what the status page and ``derivations.json`` of that edition show;
 * a paragraph whose English changed after its translation (``#, fuzzy`` in the catalogue,
@@ -24,7 +24,6 @@ nothing.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,22 +39,16 @@ from chapters_support.sphinx_ext.nodes import DerivationNameNode, DerivationNode
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "CHAPTERS_CACHE"
 MESSAGES = "chapters"  # the extension's own message catalogue (sphinx_ext/locale)
 STALE_CLASS = "chapters-i18n-stale"
 
 
-def translated(app_or_config: Any) -> bool:
-    config = getattr(app_or_config, "config", app_or_config)
+def translated(config: Any) -> bool:
     return bool(config.language) and not str(config.language).startswith("en")
 
 
 def configure_edition(app: Sphinx, config: Any) -> None:
-    """``config-inited``: the shared cache (CHAPTERS_CACHE, for ``chapters i18n update``'s
-    extraction), and a quiet jieba for a Chinese edition's search."""
-    cache = os.environ.get(CACHE_ENV, "").strip()
-    if cache:
-        config.nb_execution_cache_path = str(Path(cache).resolve())
+    """``config-inited``: a Chinese edition's search, quiet and with the glossary's words."""
     if SEARCH_LANGUAGES.get(str(config.language)) == "zh":
         _quiet_jieba()
         words = _search_words(app, str(config.language))
@@ -170,13 +163,12 @@ class TranslateTocCaptions(SphinxTransform):
                 toctree["caption"] = words
 
 
-def fuzzy_messages(app_or_env: Any, docname: str) -> set[str]:
+def fuzzy_messages(env: Any, docname: str) -> set[str]:
     """The messages of ``docname``'s catalogue whose English changed since they were
     translated (``#, fuzzy``), in every locale folder of the edition's language."""
     from babel.messages.pofile import read_po
     from sphinx.util.i18n import docname_to_domain
 
-    env = getattr(app_or_env, "env", app_or_env)
     config = env.config
     domain = docname_to_domain(docname, config.gettext_compact)
     found: set[str] = set()
